@@ -1,0 +1,36 @@
+# Set-up and everyday commands. Everything installs into .venv; nothing global.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CVTOOL := $(VENV)/bin/cvtool
+# This machine's pip serves these from local disk; override to pick another build.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+DEMO_DATA := runs/demo-data
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+$(DEMO_DATA)/hotdog: | install
+	$(CVTOOL) data synth hotdog --out $@ --n 150
+
+demo: install $(DEMO_DATA)/hotdog
+	$(CVTOOL) finetune-hotdog --config configs/demo/hotdog.yaml
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+bench: install
+	$(PY) benchmarks/cifar.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

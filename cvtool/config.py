@@ -1,0 +1,299 @@
+"""Typed run configuration: YAML in, validated dataclasses out.
+
+Every task's config is a dataclass of sections (data, model, optim, sched, train, ...).
+A field's ``metadata`` holds its one-line help (printed by ``cvtool config show``) and
+its valid range, so the schema, the defaults, the docs and the checks live in one place.
+Loading never guesses: unknown keys, wrong types and out-of-range values are errors
+that name the dotted key and, for a misspelling, the nearest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from cvtool.errors import InputError
+
+
+class ConfigError(InputError):
+    """A config file, ``--set`` override or value that does not fit the schema."""
+
+
+def opt(default: Any, help: str, *, ge: float | None = None, gt: float | None = None,
+        le: float | None = None, lt: float | None = None) -> Any:
+    """A config field with its help line and numeric bounds."""
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class DataConfig:
+    """Keys every task's data section has; tasks subclass it with their own."""
+
+    root: str = opt("data/dataset", "dataset folder in its real on-disk layout")
+    download: bool = opt(True, "fetch the dataset into root when it is missing")
+    batch_size: int = opt(32, "images per training step", ge=1)
+    num_workers: int = opt(2, "DataLoader worker processes (0 = load in the main process)", ge=0)
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adam", "adamw"] = opt("sgd", "optimizer")
+    lr: float = opt(0.1, "base learning rate (the loss is the batch mean)", gt=0)
+    momentum: float = opt(0.0, "SGD momentum", ge=0, lt=1)
+    nesterov: bool = opt(False, "Nesterov momentum (SGD)")
+    weight_decay: float = opt(0.0, "L2 weight decay (decoupled for adamw)", ge=0)
+
+
+@dataclass
+class SchedConfig:
+    name: Literal["none", "step", "cosine", "onecycle"] = opt("none", "learning-rate schedule")
+    step_size: int = opt(1, "step: epochs between decays", ge=1)
+    gamma: float = opt(0.1, "step: decay factor", gt=0, le=1)
+    warmup_epochs: float = opt(0.0, "linear warm-up from lr/100, in epochs (fractions allowed)", ge=0)
+    min_lr: float = opt(0.0, "cosine/onecycle: final learning rate", ge=0)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = opt(5, "number of epochs", ge=1)
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps (a missing device is an error)")
+    seed: int = opt(0, "random seed for init, shuffling and augmentation", ge=0)
+    amp: Literal["auto", "off", "bf16", "fp16"] = opt(
+        "auto", "mixed precision: auto = bf16 on CUDA when supported, off elsewhere")
+    channels_last: bool = opt(False, "NHWC memory format (faster convolutions on tensor cores)")
+    compile: bool = opt(False, "torch.compile the model")
+    deterministic: bool = opt(False, "deterministic kernels (slower on GPU)")
+    grad_clip: float | None = opt(None, "clip the gradient norm to this value; null = off", gt=0)
+    max_steps: int | None = opt(
+        None, "at most this many train and validation batches per epoch (smoke runs); null = all", ge=1)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def field_help(f: dataclasses.Field) -> str:
+    return f.metadata.get("help", "")
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def load(schema: type, path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
+    """Build ``schema`` from the defaults, then a YAML file, then ``KEY=VALUE`` overrides."""
+    data: dict = {}
+    if path is not None:
+        data = read_yaml(Path(path))
+    for item in overrides or []:
+        key, value = parse_override(item)
+        set_dotted(data, key, value)
+    return from_dict(schema, data)
+
+
+def read_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"config path {path} is not a file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config file {path}{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, not a {type(data).__name__}")
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: {raw!r} is not a valid YAML value") from None
+    return key.strip(), value
+
+
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def dotted_keys(schema: type, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(schema):
+        name = prefix + f.name
+        sub = resolve_type(schema, f)
+        if dataclasses.is_dataclass(sub):
+            keys.extend(dotted_keys(sub, name + "."))
+        else:
+            keys.append(name)
+    return keys
+
+
+def resolve_type(schema: type, f: dataclasses.Field) -> Any:
+    return typing.get_type_hints(schema)[f.name]
+
+
+def from_dict(schema: type, data: dict, prefix: str = "", root: type | None = None) -> Any:
+    root = root or schema
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    names = {f.name: f for f in dataclasses.fields(schema)}
+    for key, value in data.items():
+        if key not in names:
+            full = prefix + str(key)
+            if isinstance(value, dict) and value:
+                full += "." + str(next(iter(value)))
+            close = difflib.get_close_matches(full, dotted_keys(root), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"unknown config key {full}{hint}")
+    values = {}
+    for name, f in names.items():
+        kind = resolve_type(schema, f)
+        full = prefix + name
+        if dataclasses.is_dataclass(kind):
+            values[name] = from_dict(kind, data.get(name) or {}, full + ".", root)
+        elif name in data:
+            values[name] = coerce(full, kind, data[name], f)
+        else:
+            values[name] = default_of(f)
+    return schema(**values)
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
+def coerce(key: str, kind: Any, value: Any, f: dataclasses.Field | None = None) -> Any:
+    """Check ``value`` against the annotation ``kind``; return it in its canonical type."""
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return coerce(key, inner[0], value, f)
+        errors = []
+        for a in inner:
+            try:
+                return coerce(key, a, value, f)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in args:
+            choices = " | ".join(map(str, args))
+            raise ConfigError(f"{key} must be one of {choices}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        item = args[0] if args else Any
+        out = [coerce(f"{key}[{i}]", item, v, f) for i, v in enumerate(value)]
+        return out
+    if kind is Any:
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        check_range(key, value, f)
+        return value
+    if kind is float:
+        if isinstance(value, str):
+            value = parse_float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        check_range(key, value, f)
+        return value
+    if kind is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config annotation {kind!r} for {key}")
+
+
+def parse_float(text: str) -> float | str:
+    """YAML 1.1 reads ``1e-3`` as a string; people mean a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def check_range(key: str, value: float, f: dataclasses.Field | None) -> None:
+    if f is None:
+        return
+    m = f.metadata
+    for bound, ok, word in (("ge", lambda b: value >= b, ">="), ("gt", lambda b: value > b, ">"),
+                            ("le", lambda b: value <= b, "<="), ("lt", lambda b: value < b, "<")):
+        b = m.get(bound)
+        if b is not None and not ok(b):
+            raise ConfigError(f"{key} must be {word} {b}, got {value!r}")
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def render(cfg: Any) -> str:
+    """The config as commented YAML: each key with its help line."""
+    lines: list[str] = []
+    render_section(cfg, 0, lines)
+    return "\n".join(lines) + "\n"
+
+
+def render_section(obj: Any, depth: int, lines: list[str]) -> None:
+    pad = "  " * depth
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            doc = (type(value).__doc__ or "").strip().splitlines()
+            header = f"{pad}{f.name}:"
+            if doc and not doc[0].startswith(type(value).__name__ + "("):
+                header += f"  # {doc[0]}"
+            lines.append(header)
+            render_section(value, depth + 1, lines)
+            continue
+        text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+        if text.endswith("\n...") or text.endswith("..."):
+            text = text.replace("\n...", "").removesuffix("...").strip()
+        comment = field_help(f)
+        lines.append(f"{pad}{f.name}: {text}" + (f"  # {comment}" if comment else ""))

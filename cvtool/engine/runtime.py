@@ -1,0 +1,96 @@
+"""Where and how the math runs: device, seeds, precision.
+
+A requested device that is absent is an error, never a silent fall back to the CPU:
+a CI job that asked for a GPU must not pass by training for hours on a CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+
+import torch
+
+from cvtool.errors import InputError
+
+
+def select_device(spec: str) -> torch.device:
+    spec = spec.strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "mps":
+        if not mps_available():
+            raise InputError("device mps was requested but this machine has no MPS backend")
+        return torch.device("mps")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"device {spec} was requested but no CUDA GPU is available")
+        index = 0 if spec == "cuda" else parse_index(spec)
+        if index >= count:
+            raise InputError(f"device {spec} was requested but only {count} CUDA GPU(s) exist")
+        return torch.device("cuda", index)
+    raise InputError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
+
+
+def parse_index(spec: str) -> int:
+    try:
+        index = int(spec.split(":", 1)[1])
+    except ValueError:
+        raise InputError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if index < 0:
+        raise InputError(f"unknown device {spec!r}; the GPU index must be >= 0")
+    return index
+
+
+def mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+
+
+def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """The autocast dtype for ``train.amp``; None means full fp32."""
+    if amp == "off":
+        return None
+    if amp == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    if amp == "fp16" and device.type == "cpu":
+        raise InputError("train.amp fp16 needs a GPU; use bf16 or off on the CPU")
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def configure(device: torch.device, deterministic: bool) -> None:
+    """Kernel choice: cuDNN autotuning for speed, or bitwise reproducibility."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device.type

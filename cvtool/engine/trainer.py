@@ -1,0 +1,372 @@
+"""The one training loop every task shares.
+
+The task supplies data, model, loss and metrics (cvtool.tasks.base.Task); this module
+supplies device placement, precision, optimizer and schedule, checkpoints and exact
+resume, Ctrl-C handling, progress and the run directory's records.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from cvtool import config as cfglib
+from cvtool.engine import checkpoint, plots, rundir, runtime
+from cvtool.engine.progress import Reporter
+from cvtool.engine.sampling import EpochSampler
+from cvtool.errors import InputError, Interrupted
+from cvtool.tasks.base import Task
+
+FIXED_TAIL = ("lr", "epoch_seconds", "images_per_second")
+
+
+@dataclass
+class Run:
+    """Where a run writes and what it continues from."""
+
+    run_dir: Path
+    device: torch.device
+    argv: list[str]
+    resume_from: dict[str, Any] | None = None
+
+
+def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
+    if isinstance(batch, torch.Tensor):
+        batch = batch.to(device, non_blocking=True)
+        if channels_last and batch.dim() == 4 and batch.is_floating_point():
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device, channels_last) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
+    return batch
+
+
+def build_optimizer(groups: list[dict], optim: cfglib.OptimConfig) -> torch.optim.Optimizer:
+    params = []
+    for g in groups:
+        trainable = [p for p in g["params"] if p.requires_grad]
+        if trainable:
+            params.append({"params": trainable, "lr": optim.lr * g.get("lr_mult", 1.0)})
+    if not params:
+        raise InputError("the model has no trainable parameters with this config")
+    if optim.name == "sgd":
+        return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, nesterov=optim.nesterov,
+                               weight_decay=optim.weight_decay)
+    if optim.name == "adam":
+        return torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    return torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+
+
+def lr_factor(sched: cfglib.SchedConfig, base_lr: float, steps_per_epoch: int, epochs: int):
+    """The schedule as a function of the global step, so it resumes mid-epoch exactly."""
+    total = max(1, steps_per_epoch * epochs)
+    floor = sched.min_lr / base_lr
+    warmup = int(sched.warmup_epochs * steps_per_epoch)
+    if sched.name == "onecycle" and warmup == 0:
+        warmup = int(0.25 * total)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return 0.01 + 0.99 * step / warmup
+        if sched.name == "step":
+            return sched.gamma ** ((step // steps_per_epoch) // sched.step_size)
+        t = min(1.0, (step - warmup) / max(1, total - warmup))
+        if sched.name == "cosine":
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+        if sched.name == "onecycle":
+            return floor + (1 - floor) * (1 - t)
+        return 1.0
+
+    return factor
+
+
+class StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+
+def ignore_sigint(_worker_id: int) -> None:
+    """Workers leave Ctrl-C to the main process, which saves before it stops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class Trainer:
+    def __init__(self, task: Task, run: Run, reporter: Reporter):
+        self.task = task
+        self.cfg = task.config
+        self.run = run
+        self.reporter = reporter
+        self.device = run.device
+        tc: cfglib.TrainConfig = self.cfg.train
+        self.tc = tc
+        self.dtype = runtime.amp_dtype(self.device, tc.amp)
+        runtime.configure(self.device, tc.deterministic)
+
+        self.model = task.model.to(self.device)
+        if tc.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.net: nn.Module = torch.compile(self.model) if tc.compile else self.model
+
+        data = self.cfg.data
+        self.sampler = EpochSampler(len(task.train_data), tc.seed)
+        self.loader_gen = torch.Generator()
+        workers = dict(num_workers=data.num_workers, persistent_workers=False,
+                       worker_init_fn=ignore_sigint if data.num_workers else None)
+        pin = self.device.type == "cuda"
+        self.train_loader = DataLoader(task.train_data, batch_size=data.batch_size, sampler=self.sampler,
+                                       collate_fn=task.collate_fn, pin_memory=pin, generator=self.loader_gen,
+                                       **workers)
+        self.val_loader = DataLoader(task.val_data, batch_size=data.batch_size, shuffle=False,
+                                     collate_fn=task.collate_fn, pin_memory=pin, **workers)
+        self.steps_per_epoch = self.limit(len(self.train_loader))
+        if self.steps_per_epoch == 0:
+            raise InputError("the training set is empty")
+
+        groups = task.param_groups(self.model) if task.param_groups else [{"params": list(self.model.parameters())}]
+        self.optimizer = build_optimizer(groups, self.cfg.optim)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_factor(self.cfg.sched, self.cfg.optim.lr, self.steps_per_epoch, tc.epochs))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+
+        self.columns = ["epoch", *task.columns, *FIXED_TAIL]
+        self.metrics = rundir.MetricsLog(run.run_dir / "metrics.csv", self.columns)
+        self.ckpt_dir = run.run_dir / "checkpoints"
+        self.best: dict[str, Any] = {"metric": task.best_metric, "mode": task.best_mode, "value": None, "epoch": None}
+        self.last_row: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {}
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.partial: dict[str, Any] = {}
+
+    def limit(self, n: int) -> int:
+        return n if self.tc.max_steps is None else min(n, self.tc.max_steps)
+
+    # ------------------------------------------------------------------ state
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": checkpoint.FORMAT,
+            "task": self.task.name,
+            "config": cfglib.to_dict(self.cfg),
+            "metadata": self.task.metadata,
+            "epoch": self.epoch,
+            "step": self.step_in_epoch,
+            "partial": self.partial,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best": self.best,
+            "metrics": self.last_row,
+            "rng": checkpoint.rng_state(),
+            "cvtool_version": __import__("cvtool").__version__,
+        }
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        if ckpt.get("task") != self.task.name:
+            raise InputError(f"checkpoint is from {ckpt.get('task')}, not {self.task.name}")
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"checkpoint does not fit this config's model: {first}") from None
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch = int(ckpt["epoch"])
+        self.step_in_epoch = int(ckpt["step"])
+        self.partial = ckpt.get("partial") or {}
+        self.best = dict(ckpt["best"])
+        self.last_row = dict(ckpt.get("metrics") or {})
+        checkpoint.set_rng_state(ckpt["rng"])
+
+    def save(self, name: str) -> Path:
+        path = self.ckpt_dir / name
+        checkpoint.save(self.state(), path)
+        return path
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self) -> dict[str, Any]:
+        run_dir = self.run.run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resume = self.run.resume_from
+        if resume is not None:
+            self.restore(resume)
+            if self.epoch >= self.tc.epochs and self.step_in_epoch == 0:
+                raise InputError(f"{run_dir} already finished {self.epoch} epoch(s); "
+                                 f"pass --epochs N with N > {self.epoch} to train further")
+        rundir.write_config(run_dir / "config.yaml", cfglib.to_dict(self.cfg))
+        rundir.write_json(run_dir / "env.json", rundir.environment(self.device, self.tc.seed, self.run.argv))
+        self.metrics.start(keep_through_epoch=self.epoch)
+        try:
+            with StopFlag() as stop:
+                while self.epoch < self.tc.epochs:
+                    self.train_epoch(stop)
+            return self.complete()
+        except Interrupted:
+            self.write_summary("interrupted")
+            raise
+        except BaseException as exc:
+            self.write_summary("failed", error=str(exc) or type(exc).__name__)
+            raise
+
+    def train_epoch(self, stop: StopFlag) -> None:
+        epoch = self.epoch + 1
+        start_step = self.step_in_epoch
+        self.sampler.set_epoch(epoch, start=start_step * self.cfg.data.batch_size)
+        self.loader_gen.manual_seed(self.tc.seed * 7919 + epoch)
+        sums: dict[str, list] = {k: [torch.as_tensor(v[0], device=self.device), int(v[1])]
+                                 for k, v in self.partial.get("stats", {}).items()}
+        images = int(self.partial.get("images", 0))
+        seconds = float(self.partial.get("seconds", 0.0))
+        (self.task.train_mode or nn.Module.train)(self.model)
+        self.reporter.start_epoch(epoch, self.tc.epochs, self.steps_per_epoch, done=start_step)
+        began = time.perf_counter()
+        step = start_step
+        for batch in islice(self.train_loader, self.steps_per_epoch - start_step):
+            out = self.train_step(batch)
+            images += out.count
+            for name, (value, count) in {"loss": (out.loss.detach() * out.count, out.count), **out.stats}.items():
+                acc = sums.setdefault(name, [torch.zeros((), device=self.device), 0])
+                acc[0] = acc[0] + value.detach().float()
+                acc[1] += count
+            step += 1
+            self.reporter.step(f"loss {out.loss.item():.4f}" if step % 10 == 0 and not self.reporter.plain else "")
+            if stop and step < self.steps_per_epoch:
+                seconds += time.perf_counter() - began
+                self.step_in_epoch = step
+                self.partial = {"stats": {k: [v[0].cpu(), v[1]] for k, v in sums.items()},
+                                "images": images, "seconds": seconds}
+                self.interrupt(stop)
+        seconds += time.perf_counter() - began
+        row: dict[str, Any] = {"epoch": epoch}
+        row.update({f"train_{k}": (v[0] / max(1, v[1])).item() for k, v in sums.items()})
+        row.update(self.validate())
+        row["lr"] = self.optimizer.param_groups[0]["lr"]
+        row["epoch_seconds"] = seconds
+        row["images_per_second"] = images / seconds if seconds > 0 else None
+        self.extra = {k: v for k, v in row.items() if k not in self.columns}
+        self.last_row = {k: v for k, v in row.items() if k in self.columns}
+        self.epoch, self.step_in_epoch, self.partial = epoch, 0, {}
+        self.metrics.append(self.last_row)
+        if self.improved(row.get(self.task.best_metric)):
+            self.best.update(value=row[self.task.best_metric], epoch=epoch)
+            self.save("best.pt")
+        self.save("last.pt")
+        self.write_summary("running")
+        self.reporter.end_epoch(epoch, self.tc.epochs, self.last_row)
+        if stop and self.epoch < self.tc.epochs:
+            self.interrupt(stop, saved=True)
+
+    def train_step(self, batch: Any):
+        batch = to_device(batch, self.device, self.tc.channels_last)
+        with runtime.autocast(self.device, self.dtype):
+            out = self.task.train_step(self.net, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out.loss).backward()
+        if self.tc.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return out
+
+    def validate(self) -> dict[str, float]:
+        self.model.eval()
+        batches: Iterable = (to_device(b, self.device, self.tc.channels_last)
+                             for b in islice(self.val_loader, self.limit(len(self.val_loader))))
+        with torch.no_grad(), runtime.autocast(self.device, self.dtype):
+            return self.task.evaluate(self.net, batches, self.device)
+
+    def improved(self, value: float | None) -> bool:
+        if value is None or not math.isfinite(value):
+            return False
+        if self.best["value"] is None:
+            return True
+        return value > self.best["value"] if self.task.best_mode == "max" else value < self.best["value"]
+
+    def interrupt(self, stop: StopFlag, saved: bool = False) -> None:
+        self.reporter.stop_bar()
+        path = self.ckpt_dir / "last.pt" if saved else self.save("last.pt")
+        name = signal.Signals(stop.signum).name if stop.signum else "signal"
+        raise Interrupted(f"{name} received: saved {path} after epoch {self.epoch}"
+                          f"{f' step {self.step_in_epoch}' if self.step_in_epoch else ''}; "
+                          f"continue with --resume --out {self.run.run_dir}")
+
+    # ------------------------------------------------------------------ end
+
+    def complete(self) -> dict[str, Any]:
+        artifacts: dict[str, str] = {}
+        best_path = self.ckpt_dir / "best.pt"
+        if best_path.exists():
+            self.model.load_state_dict(checkpoint.load(best_path)["model"])
+        if self.task.finish is not None:
+            self.model.eval()
+            with torch.no_grad():
+                artifacts.update(self.task.finish(self.model, self.run.run_dir, self.device))
+        curves = plots.curves(self.metrics.read(), self.run.run_dir / "curves.png")
+        artifacts["curves"] = str(curves)
+        return self.write_summary("completed", artifacts=artifacts)
+
+    def write_summary(self, status: str, error: str | None = None,
+                      artifacts: dict[str, str] | None = None) -> dict[str, Any]:
+        run_dir = self.run.run_dir
+        paths = {"run_dir": str(run_dir), "config": str(run_dir / "config.yaml"),
+                 "metrics": str(run_dir / "metrics.csv"),
+                 "last": str(self.ckpt_dir / "last.pt"), "best": str(self.ckpt_dir / "best.pt")}
+        paths.update(artifacts or {})
+        summary = {
+            "status": status,
+            "task": self.task.name,
+            "epochs_completed": self.epoch,
+            "epochs": self.tc.epochs,
+            "best": {k: self.best[k] for k in ("metric", "mode", "value", "epoch")},
+            "final": self.last_row,
+            "extra": self.extra,
+            "paths": paths,
+        }
+        if error is not None:
+            summary["error"] = error
+        if run_dir.exists():
+            rundir.write_json(run_dir / "summary.json", summary)
+        return summary
+
+
+def train(task: Task, run: Run, reporter: Reporter) -> dict[str, Any]:
+    return Trainer(task, run, reporter).fit()
+

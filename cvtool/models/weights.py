@@ -1,0 +1,94 @@
+"""Pretrained weights: a torchvision weight name, a local state-dict file, or none.
+
+torchvision caches its downloads under ``$TORCH_HOME/hub/checkpoints``; a file placed
+there by hand loads offline. When a file is missing and cannot be fetched the error
+says where to put it and how to run without it, instead of a urllib traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Callable
+from urllib.error import URLError
+
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+from cvtool.errors import InputError, MissingResource
+
+ARCHS: dict[str, tuple[Callable[..., nn.Module], type]] = {
+    "resnet18": (tvm.resnet18, tvm.ResNet18_Weights),
+    "resnet34": (tvm.resnet34, tvm.ResNet34_Weights),
+    "vgg19": (tvm.vgg19, tvm.VGG19_Weights),
+}
+
+
+def is_none(weights: str | None) -> bool:
+    return weights is None or str(weights).strip().lower() in ("none", "")
+
+
+def pretrained(arch: str, weights: str | None) -> nn.Module:
+    """A torchvision ``arch`` with ``weights`` loaded (random init when none)."""
+    if arch not in ARCHS:
+        raise InputError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
+    build, _ = ARCHS[arch]
+    model = build(weights=None)
+    if is_none(weights):
+        return model
+    state, source = load_state(arch, str(weights))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "mismatched keys"
+        raise InputError(f"weights {source} do not fit {arch}: {first}") from None
+    return model
+
+
+def looks_like_path(weights: str) -> bool:
+    return os.sep in weights or "/" in weights or weights.endswith((".pt", ".pth")) or Path(weights).exists()
+
+
+def load_state(arch: str, weights: str) -> tuple[dict, str]:
+    if looks_like_path(weights):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise MissingResource(f"weights file {path} does not exist (or set model.weights: none)")
+        return read_state_file(path), str(path)
+    _, enum = ARCHS[arch]
+    try:
+        entry = enum[weights]
+    except KeyError:
+        names = ", ".join(w.name for w in enum)
+        raise InputError(f"unknown weights {weights!r} for {arch}; use one of {names}, a file path, or none") from None
+    filename = os.path.basename(entry.url)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if not cached.is_file():
+        if os.environ.get("CVTOOL_OFFLINE"):
+            raise MissingResource(missing_message(arch, weights, cached, "CVTOOL_OFFLINE is set"))
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(entry.url, str(cached), progress=True)
+        except (URLError, OSError, RuntimeError) as exc:
+            raise MissingResource(missing_message(arch, weights, cached, f"download failed: {exc}")) from None
+    return read_state_file(cached), str(cached)
+
+
+def missing_message(arch: str, weights: str, cached: Path, why: str) -> str:
+    return (f"{arch} weights {weights} are not cached and cannot be fetched ({why}); "
+            f"put the file at {cached}, or set model.weights to a local .pth file or none")
+
+
+def read_state_file(path: Path) -> dict:
+    """A state dict read without running pickled code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"weights file {path} cannot be read safely: {first}") from None
+    if not isinstance(state, dict):
+        raise InputError(f"weights file {path} does not hold a state dict")
+    return state

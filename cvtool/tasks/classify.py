@@ -1,0 +1,85 @@
+"""Image classification pieces shared by finetune-hotdog, train-cifar and train-dog.
+
+The three commands differ in data and model; the loss, the metrics, the fine-tuning
+parameter groups and prediction are the same, so they live here once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cvtool.data.images import load_rgb
+from cvtool.tasks.base import StepOutput
+
+COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def train_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
+    x, y = batch
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    correct = (logits.argmax(1) == y).sum()
+    return StepOutput(loss=loss, count=len(y), stats={"acc": (correct, len(y))})
+
+
+def evaluate(model: nn.Module, batches: Iterable, device: torch.device) -> dict[str, float]:
+    """Loss and accuracy over the whole validation set (summed, then divided once)."""
+    loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    n = 0
+    for x, y in batches:
+        logits = model(x).float()
+        loss += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+        n += len(y)
+    if n == 0:
+        return {}
+    return {"val_loss": (loss / n).item(), "val_acc": (correct / n).item()}
+
+
+def head_groups(model: nn.Module, head: nn.Module, head_lr_mult: float) -> list[dict]:
+    """The new output layer learns ``head_lr_mult`` times faster than the pretrained body."""
+    head_ids = {id(p) for p in head.parameters()}
+    body = [p for p in model.parameters() if id(p) not in head_ids]
+    return [{"params": body, "lr_mult": 1.0}, {"params": list(head.parameters()), "lr_mult": head_lr_mult}]
+
+
+def freeze(model: nn.Module, keep: nn.Module) -> Callable[[nn.Module], None]:
+    """Freeze all of ``model`` but ``keep``; returns the train-mode hook that keeps frozen
+    BatchNorm layers in eval mode, so their running statistics stay the pretrained ones."""
+    keep_ids = {id(p) for p in keep.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep_ids)
+
+    def train_mode(m: nn.Module) -> None:
+        m.eval()
+        keep.train()
+
+    return train_mode
+
+
+def xavier_head(in_features: int, num_classes: int) -> nn.Linear:
+    head = nn.Linear(in_features, num_classes)
+    nn.init.xavier_uniform_(head.weight)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+def predict_images(model: nn.Module, transform: Callable, classes: list[str], paths: list[Path],
+                   device: torch.device, top: int = 5) -> list[dict[str, Any]]:
+    results = []
+    model.eval()
+    with torch.no_grad():
+        for path in paths:
+            x = transform(load_rgb(path)).unsqueeze(0).to(device)
+            probs = model(x).float().softmax(1)[0]
+            values, indices = probs.topk(min(top, len(classes)))
+            ranked = [{"class": classes[i], "probability": round(v, 6)} for v, i in zip(values.tolist(), indices.tolist())]
+            results.append({"image": str(path), "class": ranked[0]["class"],
+                            "probability": ranked[0]["probability"], "top": ranked})
+    return results

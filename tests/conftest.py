@@ -1,0 +1,53 @@
+"""Shared fixtures: offline, plain output, tiny synthetic data, an in-process CLI runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ["CVTOOL_OFFLINE"] = "1"
+os.environ["CI"] = "1"
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Each test runs in its own folder with its own TORCH_HOME (no cached weights)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``cvtool ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    from cvtool.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def hotdog_root(tmp_path_factory) -> Path:
+    from cvtool.data.hotdog import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("data") / "hotdog", n=8, size=40, seed=3)
+
+
+TINY_HOTDOG = [
+    "--set", "data.image_size=32", "--set", "data.resize=36", "--set", "data.batch_size=4",
+    "--set", "data.num_workers=0", "--set", "model.weights=none", "--set", "optim.name=adam",
+    "--set", "optim.lr=0.001", "--set", "train.deterministic=true", "--device", "cpu",
+]
+
+
+@pytest.fixture
+def tiny_hotdog(hotdog_root):
+    """CLI arguments for a seconds-long finetune-hotdog run on the tiny synthetic set."""
+    return ["--set", f"data.root={hotdog_root}", *TINY_HOTDOG]

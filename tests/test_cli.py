@@ -1,0 +1,64 @@
+import json
+
+from cvtool import tasks
+
+SIX = ["finetune-hotdog", "train-ssd", "train-fcn", "stylize", "train-cifar", "train-dog"]
+
+
+def test_help_lists_every_command(cli):
+    code, out, _ = cli("--help")
+    assert code == 0
+    for name in SIX:
+        assert name in out
+
+
+def test_version(cli):
+    code, out, _ = cli("--version")
+    assert code == 0 and out.startswith("cvtool ")
+
+
+def test_a_command_not_built_yet_says_so(cli, monkeypatch):
+    monkeypatch.setitem(tasks.COMMANDS, "train-ssd", "cvtool.tasks.not_there")
+    code, out, err = cli("train-ssd")
+    assert code == 2
+    assert "train-ssd is not built yet" in err and "Traceback" not in err
+
+
+def test_usage_errors_are_one_line(cli):
+    code, _, err = cli("finetune-hotdog", "--bogus")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_missing_device_is_an_error_not_a_fallback(cli, tiny_hotdog):
+    code, _, err = cli("finetune-hotdog", *tiny_hotdog, "--device", "cuda:7")
+    assert code == 2 and "cuda:7" in err
+
+
+def test_missing_data_exits_3_with_the_layout(cli):
+    code, _, err = cli("finetune-hotdog", "--set", "data.root=nowhere/hotdog", "--set", "data.download=false")
+    assert code == 3
+    assert "hotdog/{train,test}" in err and "cvtool data fetch hotdog" in err
+
+
+def test_missing_weights_exit_3_with_the_cache_path(cli, tiny_hotdog, tmp_path):
+    code, _, err = cli("finetune-hotdog", *tiny_hotdog, "--set", "model.weights=IMAGENET1K_V1")
+    assert code == 3
+    assert str(tmp_path / "torch-home" / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in err
+    assert "none" in err
+
+
+def test_weights_from_a_local_file(cli, tiny_hotdog, tmp_path):
+    import torch
+    import torchvision
+
+    path = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    code, out, err = cli("finetune-hotdog", *tiny_hotdog, "--set", f"model.weights={path}",
+                         "--epochs", "1", "--max-steps", "1", "--json")
+    assert code == 0, err
+    assert json.loads(out)["status"] == "completed"
+
+
+def test_synth_rejects_options_that_do_not_apply(cli, tmp_path):
+    code, _, err = cli("data", "synth", "hotdog", "--out", tmp_path / "x", "--classes", "3")
+    assert code == 2 and "--classes does not apply to hotdog" in err

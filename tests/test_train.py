@@ -1,0 +1,161 @@
+"""finetune-hotdog end to end through the shared trainer: files, resume, interrupts, predict."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from cvtool.engine import checkpoint
+from cvtool.tasks import classify
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_directory_contract(cli, tiny_hotdog, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, err = cli("finetune-hotdog", *tiny_hotdog, "--epochs", "2", "--out", out, "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["status"] == "completed" and result["run_dir"] == str(out)
+    for name in ("config.yaml", "env.json", "metrics.csv", "summary.json", "curves.png",
+                 "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (out / name).is_file(), name
+    with open(out / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
+                             "epoch_seconds", "images_per_second"]
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["best"]["metric"] == "val_acc"
+    assert summary["best"]["epoch"] in (1, 2)
+    env = json.loads((out / "env.json").read_text())
+    assert env["device"] == "cpu" and env["seed"] == 0
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["task"] == "finetune-hotdog" and ckpt["epoch"] == 2
+    assert ckpt["metadata"]["classes"] == ["hotdog", "not-hotdog"]
+
+
+def test_never_overwrites_a_run(cli, tiny_hotdog, tmp_path):
+    out = tmp_path / "run"
+    assert cli("finetune-hotdog", *tiny_hotdog, "--epochs", "1", "--max-steps", "1", "--out", out)[0] == 0
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    code, _, err = cli("finetune-hotdog", *tiny_hotdog, "--epochs", "1", "--out", out)
+    assert code == 2 and "--resume" in err
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
+    assert cli("finetune-hotdog", *tiny_hotdog, "--epochs", "1", "--max-steps", "1")[0] == 0
+    assert cli("finetune-hotdog", *tiny_hotdog, "--epochs", "1", "--max-steps", "1")[0] == 0
+    assert sorted(p.name for p in (tmp_path / "runs" / "finetune-hotdog").iterdir()) == ["exp", "exp2"]
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_after_an_interrupt_ends_with_the_same_weights(cli, tiny_hotdog, tmp_path, monkeypatch):
+    full = tmp_path / "full"
+    assert cli("finetune-hotdog", *tiny_hotdog, "--epochs", "3", "--out", full)[0] == 0
+
+    calls = {"n": 0}
+    original = classify.train_step
+
+    def interrupting_step(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 6:  # mid-way through epoch 2 (4 steps per epoch)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(model, batch)
+
+    part = tmp_path / "part"
+    monkeypatch.setattr(classify, "train_step", interrupting_step)
+    code, _, err = cli("finetune-hotdog", *tiny_hotdog, "--epochs", "3", "--out", part)
+    monkeypatch.setattr(classify, "train_step", original)
+    assert code == 130, err
+    assert "--resume" in err
+    assert json.loads((part / "summary.json").read_text())["status"] == "interrupted"
+    ckpt = checkpoint.load(part / "checkpoints" / "last.pt")
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 2)
+
+    code, _, err = cli("finetune-hotdog", "--resume", "--out", part)
+    assert code == 0, err
+    assert_same_weights(weights(full / "checkpoints" / "last.pt"), weights(part / "checkpoints" / "last.pt"))
+    with open(part / "metrics.csv") as fh:
+        assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2", "3"]
+
+
+def test_resume_with_more_epochs_and_finished_runs(cli, tiny_hotdog, tmp_path):
+    full = tmp_path / "full"
+    assert cli("finetune-hotdog", *tiny_hotdog, "--epochs", "2", "--out", full)[0] == 0
+    short = tmp_path / "short"
+    assert cli("finetune-hotdog", *tiny_hotdog, "--epochs", "1", "--out", short)[0] == 0
+    code, _, err = cli("finetune-hotdog", "--resume", "--out", short)
+    assert code == 2 and "already finished 1 epoch" in err
+    code, _, err = cli("finetune-hotdog", "--resume", short / "checkpoints" / "last.pt", "--epochs", "2")
+    assert code == 0, err
+    assert_same_weights(weights(full / "checkpoints" / "last.pt"), weights(short / "checkpoints" / "last.pt"))
+
+
+def test_resume_without_a_checkpoint_is_an_error(cli, tmp_path):
+    code, _, err = cli("finetune-hotdog", "--resume", "--out", tmp_path / "empty")
+    assert code == 2 and "nothing to resume" in err
+
+
+def test_sigterm_saves_and_exits_130(hotdog_root, tmp_path):
+    from conftest import TINY_HOTDOG
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "cvtool", "finetune-hotdog", "--set", f"data.root={hotdog_root}",
+                             *TINY_HOTDOG, "--epochs", "500", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "SIGTERM" in err
+    assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
+    checkpoint.load(out / "checkpoints" / "last.pt")
+
+
+def test_frozen_backbone_trains_only_the_head(cli, tiny_hotdog, tmp_path):
+    out = tmp_path / "frozen"
+    code, _, err = cli("finetune-hotdog", *tiny_hotdog, "--set", "finetune.freeze_backbone=true",
+                       "--epochs", "1", "--out", out)
+    assert code == 0, err
+    from cvtool import config as c
+    from cvtool.tasks import hotdog
+
+    torch.manual_seed(0)
+    initial = hotdog.build_model(c.load(hotdog.Config, None, ["model.weights=none"])).state_dict()
+    trained = weights(out / "checkpoints" / "last.pt")
+    for key, value in trained.items():
+        if key.startswith("fc."):
+            assert not torch.equal(value, initial[key]), key
+        else:
+            assert torch.equal(value, initial[key]), key
+
+
+def test_predict_prints_the_top_class(cli, tiny_hotdog, hotdog_root, tmp_path):
+    out = tmp_path / "run"
+    assert cli("finetune-hotdog", *tiny_hotdog, "--epochs", "1", "--out", out)[0] == 0
+    images = sorted((hotdog_root / "test" / "hotdog").glob("*.png"))[:2]
+    code, stdout, err = cli("predict", "--checkpoint", out / "checkpoints" / "best.pt", *images, "--json")
+    assert code == 0, err
+    results = json.loads(stdout)
+    assert [r["image"] for r in results] == [str(p) for p in images]
+    for r in results:
+        assert r["class"] in ("hotdog", "not-hotdog") and 0.5 <= r["probability"] <= 1
+    code, stdout, _ = cli("predict", "--checkpoint", out / "checkpoints" / "best.pt", images[0])
+    assert code == 0 and stdout.startswith(str(images[0]) + ": ")
