@@ -158,7 +158,8 @@ make_train_command("train-dog", "Classify 120 dog breeds on pretrained ResNet-34
 def stylize(
     content: Path = typer.Argument(..., help="Content image."),
     style: Path = typer.Argument(..., help="Style image."),
-    output: Path = typer.Option(Path("stylized.png"), "--output", "-o", help="Output image; format from the extension."),
+    output: Path = typer.Option(Path("stylized.png"), "--output", "-o",
+                                help="Output image; format from the extension."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file."),
     overrides: list[str] = typer.Option([], "--set", "-s", help="Override a key: a.b=VALUE (YAML value)."),
     size: Optional[str] = typer.Option(None, "--size", help="Output H,W, or one number: the longer side."),
@@ -174,8 +175,8 @@ def stylize(
     tv_weight: Optional[float] = typer.Option(None, "--tv-weight", help="Weight of the smoothness loss."),
     scales: Optional[int] = typer.Option(None, "--scales", help="Optimise at K doubling sizes (1 = output size only)."),
     init: Optional[str] = typer.Option(None, "--init", help="content | noise."),
-    style_scale: Optional[float] = typer.Option(None, "--style-scale",
-                                                help="Style image size relative to the output (smaller = bigger strokes)."),
+    style_scale: Optional[float] = typer.Option(
+        None, "--style-scale", help="Style image size relative to the output (smaller = bigger strokes)."),
     force: bool = typer.Option(False, "--force", help="Run even if the estimated memory need exceeds what is free."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON result object on stdout."),
 ) -> None:
@@ -192,7 +193,8 @@ def stylize(
     reporter = Reporter(sys.stderr if as_json else sys.stdout)
     result = module.stylize(cfg, content, style, output, out_dir=out_dir, reporter=reporter, force=force,
                             argv=["cvtool", *sys.argv[1:]])
-    reporter.info(f"wrote {result['output']} ({result['size'][0]}x{result['size'][1]}) in {result['seconds']:.1f} s "
+    height, width = result["size"]
+    reporter.info(f"wrote {result['output']} ({height}x{width}) in {result['seconds']:.1f} s "
                   f"({result['ms_per_step']:.0f} ms/step)"
                   + (f"; run files in {result['run_dir']}" if result["run_dir"] else ""))
     emit(result, as_json)
@@ -302,6 +304,7 @@ def data_synth(kind: str = typer.Argument(..., help=" | ".join(SYNTHS)),
                out: Path = typer.Option(..., "--out", help="Dataset folder to write (the real layout)."),
                n_train: Optional[int] = typer.Option(None, "--n-train", min=1),
                n_val: Optional[int] = typer.Option(None, "--n-val", min=1),
+               n_test: Optional[int] = typer.Option(None, "--n-test", min=1),
                size: Optional[int] = typer.Option(None, "--size", min=8),
                classes: Optional[int] = typer.Option(None, "--classes", min=2),
                n: Optional[int] = typer.Option(None, "--n", min=1, help="Images per class (hotdog)."),
@@ -314,7 +317,7 @@ def data_synth(kind: str = typer.Argument(..., help=" | ".join(SYNTHS)),
         func = getattr(__import__(module_name, fromlist=[func_name]), func_name)
     except ImportError:
         raise InputError(f"synthetic {kind} data is not built yet") from None
-    given = {"n_train": n_train, "n_val": n_val, "size": size, "classes": classes, "n": n}
+    given = {"n_train": n_train, "n_val": n_val, "n_test": n_test, "size": size, "classes": classes, "n": n}
     accepted = inspect.signature(func).parameters
     for key, value in given.items():
         if value is not None and key not in accepted:

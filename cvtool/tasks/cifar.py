@@ -1,0 +1,359 @@
+"""train-cifar: CIFAR-10 from the Kaggle layout to submission.csv.
+
+Two recipes share this task: the book's CIFAR ResNet-18 (configs/cifar.yaml) and a
+fast VGG-style net for a GPU (configs/cifar-fast.yaml). Either way the images are
+decoded once into a uint8 tensor (cvtool.data.kaggle), batches are slices of it (on
+the GPU with ``data.on_device``), and augmentation runs on the whole batch on the
+training device (cvtool.data.batch_augment), not per image in Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms import v2
+
+from cvtool import config as c
+from cvtool.data import kaggle
+from cvtool.data.batch_augment import BatchAugment
+from cvtool.data.transforms import to_normalized
+from cvtool.engine import runtime
+from cvtool.errors import MissingResource
+from cvtool.tasks import classify
+from cvtool.tasks.base import StepOutput, Task
+
+NAME = "train-cifar"
+COLUMNS = classify.COLUMNS
+
+
+@dataclass
+class Data(c.DataConfig):
+    """The Kaggle CIFAR-10 folder (or torchvision's cifar-10-batches-py) and its in-memory split."""
+
+    root: str = c.opt("data/kaggle_cifar10_tiny", "dataset folder: train/, trainLabels.csv, test/ "
+                      "(or torchvision's cifar-10-batches-py)")
+    tiny: bool = c.opt(True, "root is the book's 1000-image sample, fetched when missing; false = the full "
+                       "Kaggle set, which needs a Kaggle account and is unpacked by hand")
+    format: Literal["auto", "kaggle", "torchvision"] = c.opt(
+        "auto", "on-disk layout: kaggle (PNGs + trainLabels.csv), torchvision (python batches), auto = detect")
+    batch_size: int = c.opt(32, "images per training step (the book: 32 on the tiny set, 128 on the full set)",
+                            ge=1)
+    num_workers: int = c.opt(0, "DataLoader workers; batches are slices of a decoded tensor, so 0 is fastest",
+                             ge=0)
+    valid_ratio: float = c.opt(0.1, "fraction of each class held out for validation", ge=0, lt=1)
+    split: Literal["train", "train_valid"] = c.opt(
+        "train", "train: train on the rest, validate on the held-out part; train_valid: train on everything "
+        "(the book's final pass before predicting the test set)")
+    split_seed: int = c.opt(0, "seed of the validation split (fixed apart from train.seed)", ge=0)
+    cache_dir: str | None = c.opt(None, "where the decoded uint8 cache goes; null = next to the data, or "
+                                  "$XDG_CACHE_HOME/cvtool when the data folder is read-only")
+    on_device: bool = c.opt(False, "keep the decoded training set on the training device (GPU): no per-step "
+                            "host-to-device copies; needs num_workers: 0")
+    augment: Literal["book", "flip_translate", "none"] = c.opt(
+        "book", "book: Resize 40 + RandomResizedCrop 32 (crop_scale, ratio 1) + flip; flip_translate: flip + "
+        "shift by up to translate pixels (reflect padding); both run batch-wise on the device")
+    crop_scale: list[float] = c.opt([0.64, 1.0], "book: area range of the random crop, as a fraction of the "
+                                    "40x40 resized image")
+    translate: int = c.opt(2, "flip_translate: largest shift in pixels", ge=0, le=8)
+    mean: list[float] = c.opt(list(kaggle.CIFAR_MEAN), "per-channel normalisation mean (the book's CIFAR values)")
+    std: list[float] = c.opt(list(kaggle.CIFAR_STD), "per-channel normalisation std")
+    test_chunk: int = c.opt(4096, "test images decoded and predicted per chunk (bounds memory)", ge=1)
+
+
+@dataclass
+class Model:
+    """The network."""
+
+    arch: Literal["resnet18", "fastnet"] = c.opt(
+        "resnet18", "resnet18: the book's CIFAR ResNet-18 (3x3 stem, stride 1, no max-pool); fastnet: a "
+        "small VGG-style net with batch norm for fast GPU training")
+    width: int = c.opt(64, "channels of the first stage; resnet18 uses width x (1,2,4,8), fastnet "
+                       "width x (1/2, 1, 4, 4)", ge=4)
+    num_classes: int = c.opt(10, "output classes", ge=2)
+
+
+@dataclass
+class Loss:
+    """The training objective."""
+
+    label_smoothing: float = c.opt(0.0, "cross-entropy label smoothing (validation loss is plain "
+                                   "cross-entropy)", ge=0, lt=1)
+
+
+@dataclass
+class Eval:
+    """How validation and test predictions are made."""
+
+    tta_flip: bool = c.opt(False, "average the logits of each image and its mirror image")
+
+
+@dataclass
+class Optim(c.OptimConfig):
+    """The book's SGD, rescaled: it sums the loss over the batch, cvtool averages it."""
+
+    lr: float = c.opt(2e-4 * 32, "learning rate for the batch-MEAN loss; the book's 2e-4 is on a summed-loss "
+                      "scale, so it becomes 2e-4 x batch_size (0.0064 at 32, 0.0256 at 128)", gt=0)
+    momentum: float = c.opt(0.9, "SGD momentum", ge=0, lt=1)
+    weight_decay: float = c.opt(5e-4 / 32, "L2 weight decay for the mean loss: the book's 5e-4 / batch_size "
+                                "(1.5625e-5 at 32, 3.90625e-6 at 128)", ge=0)
+
+
+@dataclass
+class Config:
+    data: Data = field(default_factory=Data)
+    model: Model = field(default_factory=Model)
+    loss: Loss = field(default_factory=Loss)
+    eval: Eval = field(default_factory=Eval)
+    optim: Optim = field(default_factory=Optim)
+    sched: c.SchedConfig = field(default_factory=lambda: c.SchedConfig(name="step", step_size=4, gamma=0.9))
+    train: c.TrainConfig = field(default_factory=lambda: c.TrainConfig(epochs=20))
+
+
+# --------------------------------------------------------------------------- models
+
+
+class Residual(nn.Module):
+    """Two 3x3 conv-BN layers plus the input (through a 1x1 conv when the shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Conv2d(cin, cout, 1, stride) if stride != 1 or cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+def cifar_resnet18(num_classes: int, width: int = 64) -> nn.Sequential:
+    """The book's ResNet-18 for 32x32 inputs: no 7x7 stride-2 stem and no max-pool."""
+    widths = [width, 2 * width, 4 * width, 8 * width]
+    layers: list[nn.Module] = [nn.Conv2d(3, width, 3, 1, 1), nn.BatchNorm2d(width), nn.ReLU()]
+    cin = width
+    for i, w in enumerate(widths):
+        layers += [Residual(cin, w, 1 if i == 0 else 2), Residual(w, w, 1)]
+        cin = w
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def conv_bn(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
+
+
+class Scale(nn.Module):
+    """A fixed logit temperature: keeps early logits small under a large learning rate."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+def fastnet(num_classes: int, width: int = 64) -> nn.Sequential:
+    """A VGG-style net in the spirit of airbench: three conv-pool-conv blocks, max-pooled head.
+
+    Few, wide layers at low resolution keep a GPU busy with large convolutions instead of
+    many small kernel launches; about 0.15 GMAC per image at width 64.
+    """
+    stem, w1, w2 = max(4, width // 2), width, 4 * width
+    layers: list[nn.Module] = conv_bn(3, stem)
+    for cin, cout in ((stem, w1), (w1, w2), (w2, w2)):
+        layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.MaxPool2d(2),
+                   nn.BatchNorm2d(cout), nn.GELU(), *conv_bn(cout, cout)]
+    layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(w2, num_classes, bias=False), Scale(1 / 8)]
+    return nn.Sequential(*layers)
+
+
+def build_model(cfg: Config) -> nn.Module:
+    m = cfg.model
+    if m.arch == "fastnet":
+        return fastnet(m.num_classes, m.width)
+    return cifar_resnet18(m.num_classes, m.width)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class CifarData:
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    test: Callable[[int, kaggle.Progress], Iterator[tuple[list[str], torch.Tensor]]] | None
+
+
+def detect_format(root: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    if (root / kaggle.CIFAR.labels_csv).is_file():
+        return "kaggle"
+    if kaggle.torchvision_folder(root) is not None:
+        return "torchvision"
+    raise MissingResource(f"{root} holds neither the Kaggle layout ({kaggle.CIFAR.describe(root)}) "
+                          "nor torchvision's cifar-10-batches-py")
+
+
+def load_data(d: Data) -> CifarData:
+    root = kaggle.locate(d.root, kaggle.CIFAR, d.download, d.tiny)
+    if detect_format(root, d.format) == "torchvision":
+        folder = kaggle.torchvision_folder(root)
+        if folder is None:
+            raise MissingResource(f"{root} holds no cifar-10-batches-py folder (data_batch_1..5, test_batch)")
+        images, labels, test_images, _ = kaggle.read_torchvision_cifar(folder)
+        ids = [str(i) for i in range(1, len(test_images) + 1)]
+
+        def tensor_chunks(chunk: int, progress: kaggle.Progress) -> Iterator[tuple[list[str], torch.Tensor]]:
+            for start in range(0, len(ids), chunk):
+                yield ids[start:start + chunk], test_images[start:start + chunk]
+                progress(min(start + chunk, len(ids)), len(ids))
+
+        return CifarData(images, labels, list(kaggle.CIFAR10_CLASSES), tensor_chunks)
+    labeled = kaggle.read_labels(root, kaggle.CIFAR)
+    with kaggle.terminal_progress(f"decoding {len(labeled.ids)} training PNGs once") as progress:
+        images, _ = kaggle.cached_train_images(labeled, d.cache_dir, progress)
+    test_dir = root / "test"
+    test = (lambda chunk, progress: kaggle.cifar_test_chunks(test_dir, chunk, progress)) if test_dir.is_dir() else None
+    return CifarData(images, labeled.labels, labeled.classes, test)
+
+
+def data_device(cfg: Config) -> torch.device:
+    device = runtime.select_device(cfg.train.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def augmenter(cfg: Config) -> BatchAugment:
+    d = cfg.data
+    return BatchAugment(d.augment, d.mean, d.std, scale=(d.crop_scale[0], d.crop_scale[1]), pad=d.translate)
+
+
+def make_train_step(cfg: Config, augment: BatchAugment) -> Callable[[nn.Module, Any], StepOutput]:
+    smoothing = cfg.loss.label_smoothing
+    channels_last = cfg.train.channels_last
+
+    def train_step(model: nn.Module, batch: Any) -> StepOutput:
+        x, y = batch
+        x = augment(x, train=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        correct = (logits.argmax(1) == y).sum()
+        return StepOutput(loss=loss, count=len(y), stats={"acc": (correct, len(y))})
+
+    return train_step
+
+
+def make_forward(model: nn.Module, augment: BatchAugment, cfg: Config) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 batch -> logits, with the mirror image's logits averaged in when ``eval.tta_flip``."""
+    tta_flip = cfg.eval.tta_flip
+    channels_last = cfg.train.channels_last
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        x = augment(images, train=False)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = model(x).float()
+        if tta_flip:
+            logits = (logits + model(x.flip(3)).float()) / 2
+        return logits
+
+    return forward
+
+
+def make_evaluate(cfg: Config, augment: BatchAugment) -> Callable[[nn.Module, Iterable, torch.device], dict]:
+    def evaluate(model: nn.Module, batches: Iterable, device: torch.device) -> dict[str, float]:
+        return classify.evaluate(make_forward(model, augment, cfg), batches, device)
+
+    return evaluate
+
+
+def write_submission(forward: Callable[[torch.Tensor], torch.Tensor], chunks: Iterable[tuple[list[str], torch.Tensor]],
+                     classes: list[str], path: Path, device: torch.device, batch_size: int) -> Path:
+    """submission.csv (id,label): one row per test id, labels as class names."""
+    with kaggle.SubmissionWriter(path, ("id", "label")) as out, torch.no_grad():
+        for ids, images in chunks:
+            preds = torch.cat([forward(images[i:i + batch_size].to(device)).argmax(1).cpu()
+                               for i in range(0, len(images), batch_size)])
+            out.labels(ids, [classes[k] for k in preds.tolist()])
+    return path
+
+
+# --------------------------------------------------------------------------- task
+
+
+def build(cfg: Config, rank_zero: bool = True) -> Task:
+    d = cfg.data
+    if d.on_device and d.num_workers:
+        raise c.ConfigError("data.on_device needs data.num_workers: 0 (workers cannot share device tensors)")
+    if len(d.crop_scale) != 2 or not 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1:
+        raise c.ConfigError(f"data.crop_scale must be [low, high] with 0 < low <= high <= 1, got {d.crop_scale}")
+    data = load_data(d)
+    if len(data.classes) != cfg.model.num_classes:
+        raise c.ConfigError(f"model.num_classes is {cfg.model.num_classes} but the data has "
+                            f"{len(data.classes)} classes")
+    train_idx, val_idx = kaggle.split_indices(data.labels, d.split, d.valid_ratio, d.split_seed)
+    images, labels = data.images, data.labels
+    if d.on_device:
+        device = data_device(cfg)
+        images, labels = images.to(device), labels.to(device)
+    train = kaggle.TensorBatches(images[train_idx.to(images.device)], labels[train_idx.to(images.device)])
+    val = kaggle.TensorBatches(images[val_idx.to(images.device)], labels[val_idx.to(images.device)])
+    augment = augmenter(cfg)
+
+    def finish(model: nn.Module, run_dir: Path, device: torch.device) -> dict[str, str]:
+        if data.test is None or not rank_zero:
+            return {}
+        forward = make_forward(model, augment, cfg)
+        with kaggle.terminal_progress("predicting the test set") as progress:
+            path = write_submission(forward, data.test(d.test_chunk, progress), data.classes,
+                                    run_dir / "submission.csv", device, max(d.batch_size, 256))
+        return {"submission": str(path)}
+
+    return Task(
+        name=NAME, config=cfg, model=build_model(cfg), train_data=train, val_data=val,
+        train_step=make_train_step(cfg, augment), evaluate=make_evaluate(cfg, augment), columns=COLUMNS,
+        best_metric="val_acc", best_mode="max", collate_fn=kaggle.collate, finish=finish,
+        metadata={"classes": data.classes, "train_size": len(train), "val_size": len(val)},
+    )
+
+
+def image_transform(cfg: Config) -> v2.Compose:
+    """Any picture as a CIFAR input: squashed to 32x32, normalised like training."""
+    return v2.Compose([v2.Resize((32, 32), antialias=True), *to_normalized(cfg.data.mean, cfg.data.std)])
+
+
+def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list[Path],
+            device: torch.device, options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Top classes of ``paths``; with ``kaggle_test`` a submission.csv for that test folder."""
+    classes = metadata.get("classes", list(kaggle.CIFAR10_CLASSES))
+    model.eval()
+    results: list[dict[str, Any]] = []
+    if options.get("kaggle_test") is not None:
+        test_dir = kaggle.find_test_dir(options["kaggle_test"])
+        out = Path(options.get("out") or ".") / "submission.csv"
+        forward = make_forward(model, augmenter(cfg), cfg)
+        rows = len(kaggle.test_ids(test_dir, kaggle.CIFAR))
+        with kaggle.terminal_progress("predicting the test set") as progress:
+            path = write_submission(forward, kaggle.cifar_test_chunks(test_dir, cfg.data.test_chunk, progress),
+                                    classes, out, device, 256)
+        results.append({"image": str(test_dir), "submission": str(path), "rows": rows})
+    if paths:
+        results += classify.predict_images(model, image_transform(cfg), classes, paths, device,
+                                           top=options.get("top", 5))
+    return results

@@ -1,0 +1,336 @@
+"""train-dog: 120 dog breeds on an ImageNet ResNet-34, frozen or fine-tuned.
+
+``finetune.mode`` answers "should the pretrained part be frozen?" three ways:
+frozen (backbone fixed, its BatchNorm in eval mode: the book leaves BatchNorm in
+training mode, which keeps changing the "frozen" features), partial (the last stage
+and the head train) and full (everything trains, the backbone at a smaller lr).
+Frozen without augmentation computes the backbone features once
+(``finetune.cache_features``) and trains the head on the cached tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
+
+from cvtool import config as c
+from cvtool.data import kaggle, transforms
+from cvtool.engine import runtime
+from cvtool.models.weights import pretrained
+from cvtool.tasks import classify
+from cvtool.tasks.base import StepOutput, Task
+
+NAME = "train-dog"
+COLUMNS = ("train_loss", "val_loss", "val_acc", "val_top5")
+
+
+@dataclass
+class Data(c.DataConfig):
+    """The Kaggle dog-breed folder and its in-memory stratified split."""
+
+    root: str = c.opt("data/kaggle_dog_tiny", "dataset folder: train/, labels.csv, test/, sample_submission.csv")
+    tiny: bool = c.opt(True, "root is the book's small sample, fetched when missing; false = the full Kaggle "
+                       "set, which needs a Kaggle account and is unpacked by hand")
+    batch_size: int = c.opt(32, "images per training step (the book: 32 on the tiny set, 128 on the full set)",
+                            ge=1)
+    num_workers: int = c.opt(4, "DataLoader worker processes decoding JPEGs (0 = in the main process)", ge=0)
+    valid_ratio: float = c.opt(0.1, "fraction of each breed held out for validation", ge=0, lt=1)
+    split: Literal["train", "train_valid"] = c.opt(
+        "train", "train: validate on the held-out part; train_valid: train on everything (the book's final pass)")
+    split_seed: int = c.opt(0, "seed of the validation split (fixed apart from train.seed)", ge=0)
+    image_size: int = c.opt(224, "training crop and test centre-crop size in pixels", ge=8)
+    resize: int = c.opt(256, "test view: the shorter side is resized to this, then centre-cropped", ge=8)
+    augment: bool = c.opt(True, "the book's RandomResizedCrop (crop_scale, ratio 3/4..4/3) + flip + ColorJitter; "
+                          "false = train on the test view")
+    crop_scale: list[float] = c.opt([0.08, 1.0], "area range of the random crop")
+    jitter: float = c.opt(0.4, "ColorJitter brightness, contrast and saturation", ge=0)
+    mean: list[float] = c.opt(transforms.IMAGENET_MEAN, "per-channel normalisation mean (ImageNet)")
+    std: list[float] = c.opt(transforms.IMAGENET_STD, "per-channel normalisation std (ImageNet)")
+
+
+@dataclass
+class Model:
+    """ResNet-34 and the new head."""
+
+    weights: str | None = c.opt("IMAGENET1K_V1", "ResNet-34 weights: torchvision name, a .pth file, or none")
+    head_on: Literal["logits", "features"] = c.opt(
+        "logits", "logits: the book's head on the 1000 ImageNet logits; features: on the 512-d pooled features")
+    hidden: int = c.opt(256, "hidden units of the head Linear-ReLU-Linear", ge=1)
+    num_classes: int = c.opt(120, "breeds (must match the data)", ge=2)
+
+
+@dataclass
+class Finetune:
+    """Which pretrained parameters train."""
+
+    mode: Literal["frozen", "partial", "full"] = c.opt(
+        "frozen", "frozen: only the head trains, backbone BatchNorm in eval mode; partial: the last stage "
+        "(layer4, and fc with head_on logits) and the head; full: everything")
+    backbone_lr_mult: float = c.opt(0.1, "learning-rate multiplier of the pretrained layers that train "
+                                    "(partial, full)", gt=0)
+    cache_features: bool = c.opt(False, "frozen without augmentation: compute the backbone features once "
+                                 "and train the head on the cache")
+
+
+@dataclass
+class Optim(c.OptimConfig):
+    """The book's SGD, rescaled: it sums the loss over the batch, cvtool averages it."""
+
+    lr: float = c.opt(1e-4 * 32, "learning rate for the batch-MEAN loss; the book's 1e-4 is on a summed-loss "
+                      "scale, so it becomes 1e-4 x batch_size (0.0032 at 32, 0.0128 at 128)", gt=0)
+    momentum: float = c.opt(0.9, "SGD momentum", ge=0, lt=1)
+    weight_decay: float = c.opt(1e-4 / 32, "L2 weight decay for the mean loss: the book's 1e-4 / batch_size "
+                                "(3.125e-6 at 32, 7.8125e-7 at 128)", ge=0)
+
+
+@dataclass
+class Config:
+    data: Data = field(default_factory=Data)
+    model: Model = field(default_factory=Model)
+    finetune: Finetune = field(default_factory=Finetune)
+    optim: Optim = field(default_factory=Optim)
+    sched: c.SchedConfig = field(default_factory=lambda: c.SchedConfig(name="step", step_size=2, gamma=0.9))
+    train: c.TrainConfig = field(default_factory=lambda: c.TrainConfig(epochs=10))
+
+
+# --------------------------------------------------------------------------- model
+
+
+class DogNet(nn.Module):
+    """A torchvision ResNet backbone and a Linear-ReLU-Linear head.
+
+    ``from_features=True`` runs only the head, on cached backbone outputs; as a forward
+    argument it passes through DDP and torch.compile wrappers.
+    """
+
+    def __init__(self, backbone: nn.Module, head_on: str, hidden: int, num_classes: int):
+        super().__init__()
+        if head_on == "features":
+            width = backbone.fc.in_features
+            backbone.fc = nn.Identity()
+        else:
+            width = backbone.fc.out_features
+        self.backbone = backbone
+        self.head = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor, from_features: bool = False) -> torch.Tensor:
+        return self.head(x if from_features else self.backbone(x))
+
+    def trainable_backbone(self, mode: str) -> list[nn.Module]:
+        """The pretrained modules that train in ``mode``."""
+        if mode == "full":
+            return [self.backbone]
+        if mode == "partial":
+            return [self.backbone.layer4, self.backbone.fc]
+        return []
+
+
+def make_model(cfg: Config, weights: str | None) -> DogNet:
+    m = cfg.model
+    return DogNet(pretrained("resnet34", weights), m.head_on, m.hidden, m.num_classes)
+
+
+def build_model(cfg: Config) -> nn.Module:
+    return make_model(cfg, None)
+
+
+def setup_finetune(model: DogNet, mode: str, backbone_lr_mult: float) -> tuple[Callable[[nn.Module], None],
+                                                                               Callable[[nn.Module], list[dict]]]:
+    """Freeze what ``mode`` keeps fixed; return the train-mode hook and the param groups.
+
+    The hook puts every frozen module (BatchNorm included) in eval mode each epoch, so
+    frozen means frozen: no gradient and no running-statistics update.
+    """
+    trainable = nn.ModuleList([model.head, *model.trainable_backbone(mode)])
+    train_mode = classify.freeze(model, trainable)
+
+    def groups(m: nn.Module) -> list[dict]:
+        backbone = [p for p in m.backbone.parameters() if p.requires_grad]
+        return [{"params": list(m.head.parameters()), "lr_mult": 1.0},
+                {"params": backbone, "lr_mult": backbone_lr_mult}]
+
+    return train_mode, groups
+
+
+# --------------------------------------------------------------------------- data
+
+
+def train_transform(cfg: Config) -> v2.Compose:
+    d = cfg.data
+    if not d.augment:
+        return eval_transform(cfg)
+    j = d.jitter
+    return v2.Compose([
+        v2.RandomResizedCrop(d.image_size, scale=(d.crop_scale[0], d.crop_scale[1]), ratio=(3 / 4, 4 / 3),
+                             antialias=True),
+        v2.RandomHorizontalFlip(), v2.ColorJitter(brightness=j, contrast=j, saturation=j),
+        *transforms.to_normalized(d.mean, d.std)])
+
+
+def eval_transform(cfg: Config) -> v2.Compose:
+    d = cfg.data
+    return v2.Compose([v2.Resize(d.resize, antialias=True), v2.CenterCrop(d.image_size),
+                       *transforms.to_normalized(d.mean, d.std)])
+
+
+def loader(dataset: kaggle.ImageRows, cfg: Config) -> DataLoader:
+    return DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
+
+
+@torch.no_grad()
+def backbone_features(model: DogNet, dataset: kaggle.ImageRows, cfg: Config,
+                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features, targets) of every image, computed once by the frozen backbone in eval mode."""
+    backbone = model.backbone.to(device).eval()
+    feats, targets = [], []
+    for x, y in loader(dataset, cfg):
+        feats.append(backbone(x.to(device)).float().cpu())
+        targets.append(y)
+    return torch.cat(feats), torch.cat(targets)
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def make_train_step(cached: bool) -> Callable[[nn.Module, Any], StepOutput]:
+    def train_step(model: nn.Module, batch: Any) -> StepOutput:
+        x, y = batch
+        loss = F.cross_entropy(model(x, from_features=cached), y)
+        return StepOutput(loss=loss, count=len(y))
+
+    return train_step
+
+
+def make_evaluate(cached: bool) -> Callable[[nn.Module, Iterable, torch.device], dict[str, float]]:
+    def evaluate(model: nn.Module, batches: Iterable, device: torch.device) -> dict[str, float]:
+        """Kaggle's score (multi-class log loss), accuracy and top-5 over the validation set."""
+        loss = torch.zeros((), device=device)
+        top1 = torch.zeros((), device=device)
+        top5 = torch.zeros((), device=device)
+        n = 0
+        for x, y in batches:
+            logits = model(x, from_features=cached).float()
+            loss += F.cross_entropy(logits, y, reduction="sum")
+            ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hits = ranked == y[:, None]
+            top1 += hits[:, 0].sum()
+            top5 += hits.any(dim=1).sum()
+            n += len(y)
+        if n == 0:
+            return {}
+        return {"val_loss": (loss / n).item(), "val_acc": (top1 / n).item(), "val_top5": (top5 / n).item()}
+
+    return evaluate
+
+
+def write_submission(model: nn.Module, test_dir: Path, columns: list[int], header: list[str], cfg: Config,
+                     path: Path, device: torch.device) -> Path:
+    """submission.csv: id then one probability per breed in the sample's column order."""
+    ids = kaggle.test_ids(test_dir, kaggle.DOGS)
+    files = [test_dir / (i + kaggle.DOGS.ext) for i in ids]
+    kaggle.check_images(files)
+    rows = kaggle.ImageRows(files, torch.arange(len(ids)), eval_transform(cfg))
+    order = torch.tensor(columns)
+    model.eval()
+    with kaggle.SubmissionWriter(path, ("id", *header)) as out, torch.no_grad(), \
+            kaggle.terminal_progress("predicting the test set") as progress:
+        for x, index in loader(rows, cfg):
+            probs = model(x.to(device)).float().softmax(1).cpu()[:, order]
+            out.probabilities([ids[i] for i in index.tolist()], probs)
+            progress(out.rows, len(ids))
+    return path
+
+
+def submission_layout(folder: Path, classes: list[str]) -> tuple[list[int], list[str]]:
+    """Column order from the folder's sample_submission.csv, else alphabetical (Kaggle's order)."""
+    sample = kaggle.sample_columns(folder, kaggle.DOGS)
+    columns = kaggle.submission_columns(classes, sample)
+    return columns, [classes[i] for i in columns]
+
+
+# --------------------------------------------------------------------------- task
+
+
+def check(cfg: Config) -> None:
+    d, f = cfg.data, cfg.finetune
+    if len(d.crop_scale) != 2 or not 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1:
+        raise c.ConfigError(f"data.crop_scale must be [low, high] with 0 < low <= high <= 1, got {d.crop_scale}")
+    if d.resize < d.image_size:
+        raise c.ConfigError(f"data.resize ({d.resize}) must be >= data.image_size ({d.image_size})")
+    if f.cache_features and (f.mode != "frozen" or d.augment):
+        raise c.ConfigError("finetune.cache_features needs finetune.mode: frozen and data.augment: false "
+                            "(cached features cannot change between epochs)")
+
+
+def build(cfg: Config, rank_zero: bool = True) -> Task:
+    check(cfg)
+    d = cfg.data
+    root = kaggle.locate(d.root, kaggle.DOGS, d.download, d.tiny)
+    labeled = kaggle.read_labels(root, kaggle.DOGS)
+    if len(labeled.classes) != cfg.model.num_classes:
+        raise c.ConfigError(f"model.num_classes is {cfg.model.num_classes} but {root / kaggle.DOGS.labels_csv} "
+                            f"has {len(labeled.classes)} breeds")
+    kaggle.check_images(labeled.files)
+    columns, header = submission_layout(root, labeled.classes)
+    train_idx, val_idx = kaggle.split_indices(labeled.labels, d.split, d.valid_ratio, d.split_seed)
+    model = make_model(cfg, cfg.model.weights)
+    train_mode, groups = setup_finetune(model, cfg.finetune.mode, cfg.finetune.backbone_lr_mult)
+
+    def rows(idx: torch.Tensor, transform: Callable) -> kaggle.ImageRows:
+        return kaggle.ImageRows([labeled.files[i] for i in idx.tolist()], labeled.labels[idx], transform)
+
+    cached = cfg.finetune.cache_features
+    if cached:
+        device = runtime.select_device(cfg.train.device)
+        train = kaggle.TensorBatches(*backbone_features(model, rows(train_idx, eval_transform(cfg)), cfg, device))
+        val = kaggle.TensorBatches(*backbone_features(model, rows(val_idx, eval_transform(cfg)), cfg, device))
+        model.cpu()
+    else:
+        train = rows(train_idx, train_transform(cfg))
+        val = rows(val_idx, eval_transform(cfg))
+
+    def finish(model: nn.Module, run_dir: Path, device: torch.device) -> dict[str, str]:
+        test_dir = root / "test"
+        if not rank_zero or not test_dir.is_dir():
+            return {}
+        path = write_submission(model, test_dir, columns, header, cfg, run_dir / "submission.csv", device)
+        return {"submission": str(path)}
+
+    return Task(
+        name=NAME, config=cfg, model=model, train_data=train, val_data=val,
+        train_step=make_train_step(cached), evaluate=make_evaluate(cached), columns=COLUMNS,
+        best_metric="val_loss", best_mode="min", collate_fn=kaggle.collate,
+        param_groups=groups, train_mode=train_mode, finish=finish,
+        metadata={"classes": labeled.classes, "columns": header},
+    )
+
+
+def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list[Path],
+            device: torch.device, options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Top breeds of ``paths``; with ``kaggle_test`` a submission.csv for that test folder."""
+    classes = metadata["classes"]
+    results: list[dict[str, Any]] = []
+    if options.get("kaggle_test") is not None:
+        folder = Path(options["kaggle_test"])
+        test_dir = kaggle.find_test_dir(folder)
+        sample_dir = folder if (folder / kaggle.DOGS.sample_csv).is_file() else test_dir.parent
+        if (sample_dir / kaggle.DOGS.sample_csv).is_file():
+            columns, header = submission_layout(sample_dir, classes)
+        else:
+            header = metadata.get("columns", classes)
+            columns = kaggle.submission_columns(classes, header)
+        out = Path(options.get("out") or ".") / "submission.csv"
+        path = write_submission(model, test_dir, columns, header, cfg, out, device)
+        results.append({"image": str(test_dir), "submission": str(path),
+                        "rows": len(kaggle.test_ids(test_dir, kaggle.DOGS))})
+    if paths:
+        results += classify.predict_images(model, eval_transform(cfg), classes, paths, device,
+                                           top=options.get("top", 5))
+    return results
