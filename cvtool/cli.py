@@ -107,19 +107,31 @@ def train_command(command: str, config: Optional[Path], overrides: list[str], ou
             raise InputError(f"checkpoint {path} is from {ckpt.get('task')}, not {command}")
     flags = {"train.epochs": epochs, "train.device": device, "train.seed": seed, "train.max_steps": max_steps}
     cfg = load_config(command, config, overrides, flags, base=ckpt["config"] if ckpt else None)
-    dev = runtime.select_device(cfg.train.device)
-    run_dir = rundir.choose(command, out, resuming=ckpt is not None)
-    runtime.seed_everything(cfg.train.seed)
-    reporter = Reporter(sys.stderr if as_json else sys.stdout)
-    task = module.build(cfg)
-    reporter.info(f"{command}: {len(task.train_data)} train / {len(task.val_data)} val items on {dev}; "
-                  f"writing {run_dir}")
-    run = trainer.Run(run_dir=run_dir, device=dev, argv=["cvtool", *sys.argv[1:]], resume_from=ckpt)
+    procs = runtime.processes_from_env()
+    dev = runtime.select_device(cfg.train.device, procs.local_rank)
+    runtime.init_processes(procs, dev)
     try:
-        summary = trainer.train(task, run, reporter)
-    except Interrupted as exc:
-        emit({"status": "interrupted", "run_dir": str(run_dir), "message": str(exc)}, as_json)
-        raise
+        run_dir = runtime.broadcast(rundir.choose(command, out, resuming=ckpt is not None) if procs.main else None)
+        runtime.seed_everything(cfg.train.seed)
+        reporter = Reporter(sys.stderr if as_json else sys.stdout, quiet=not procs.main)
+        if not procs.main:
+            runtime.barrier()
+        task = module.build(cfg, rank_zero=procs.main)
+        if procs.main:
+            runtime.barrier()
+        runtime.seed_everything(cfg.train.seed + procs.rank)
+        reporter.info(f"{command}: {len(task.train_data)} train / {len(task.val_data)} val items on {dev}"
+                      f"{f' x {procs.world} processes' if procs.distributed else ''}; writing {run_dir}")
+        run = trainer.Run(run_dir=run_dir, device=dev, argv=["cvtool", *sys.argv[1:]], resume_from=ckpt, procs=procs)
+        try:
+            summary = trainer.train(task, run, reporter)
+        except Interrupted as exc:
+            emit({"status": "interrupted", "run_dir": str(run_dir), "message": str(exc)}, as_json and procs.main)
+            raise
+    finally:
+        runtime.close_processes()
+    if not procs.main:
+        return
     best = summary["best"]
     reporter.info(f"done: best {best['metric']} = {best['value']:.4g} at epoch {best['epoch']}; "
                   f"results in {run_dir} (summary.json, metrics.csv, curves.png, checkpoints/)"
@@ -343,6 +355,15 @@ def normalize_argv(argv: list[str]) -> list[str]:
     return out
 
 
+def one_line(exc: CvtoolError) -> str:
+    """The user's message, also when a DataLoader worker wrapped it in its traceback."""
+    text = str(exc).strip()
+    if "Traceback" not in text:
+        return text
+    last = text.splitlines()[-1]
+    return last.split(": ", 1)[1] if last.startswith(type(exc).__module__) else last
+
+
 def main(argv: list[str] | None = None) -> int:
     args = normalize_argv(list(sys.argv[1:] if argv is None else argv))
     command = typer.main.get_command(app)
@@ -353,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cvtool: interrupted: {exc}", file=sys.stderr)
         return exc.exit_code
     except CvtoolError as exc:
-        print(f"cvtool: error: {exc}", file=sys.stderr)
+        print(f"cvtool: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except typer.Abort:
         print("cvtool: aborted", file=sys.stderr)

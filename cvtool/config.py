@@ -78,6 +78,7 @@ class TrainConfig:
     compile: bool = opt(False, "torch.compile the model")
     deterministic: bool = opt(False, "deterministic kernels (slower on GPU)")
     grad_clip: float | None = opt(None, "clip the gradient norm to this value; null = off", gt=0)
+    sync_bn: bool = opt(False, "under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)")
     max_steps: int | None = opt(
         None, "at most this many train and validation batches per epoch (smoke runs); null = all", ge=1)
 
@@ -181,7 +182,10 @@ def from_dict(schema: type, data: dict, prefix: str = "", root: type | None = No
         kind = resolve_type(schema, f)
         full = prefix + name
         if dataclasses.is_dataclass(kind):
-            values[name] = from_dict(kind, data.get(name) or {}, full + ".", root)
+            section = data.get(name) or {}
+            if isinstance(section, dict):
+                section = {**dataclasses.asdict(default_of(f)), **section}
+            values[name] = from_dict(kind, section, full + ".", root)
         elif name in data:
             values[name] = coerce(full, kind, data[name], f)
         else:

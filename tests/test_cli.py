@@ -62,3 +62,17 @@ def test_weights_from_a_local_file(cli, tiny_hotdog, tmp_path):
 def test_synth_rejects_options_that_do_not_apply(cli, tmp_path):
     code, _, err = cli("data", "synth", "hotdog", "--out", tmp_path / "x", "--classes", "3")
     assert code == 2 and "--classes does not apply to hotdog" in err
+
+
+def test_a_bad_image_in_a_worker_is_one_line(cli, tmp_path):
+    from cvtool.data.hotdog import synthesize
+
+    root = synthesize(tmp_path / "hotdog", n=4, size=32)
+    (root / "train" / "hotdog" / "0.png").write_bytes(b"\x89PNG truncated")
+    code, _, err = cli("finetune-hotdog", "--set", f"data.root={root}", "--set", "model.weights=none",
+                       "--set", "data.image_size=32", "--set", "data.num_workers=1", "--device", "cpu",
+                       "--epochs", "1")
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert lines[0].startswith(f"cvtool: error: cannot read image {root / 'train' / 'hotdog' / '0.png'}: ")

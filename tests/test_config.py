@@ -16,6 +16,12 @@ def test_defaults_match_the_book_config_file():
     assert load(path=REPO / "configs" / "hotdog.yaml") == hotdog.Config()
 
 
+def test_section_defaults_come_from_the_task():
+    cfg = load()
+    assert cfg.optim.lr == pytest.approx(0.0064) and cfg.optim.weight_decay == pytest.approx(1e-3 / 128)
+    assert load("optim.momentum=0.9").optim.lr == pytest.approx(0.0064)
+
+
 def test_set_parses_yaml_values():
     cfg = load("data.mean=[0.1, 0.2, 0.3]", "train.compile=true", "train.grad_clip=null", "optim.lr=1e-3")
     assert cfg.data.mean == [0.1, 0.2, 0.3]

@@ -1,4 +1,4 @@
-"""Where and how the math runs: device, seeds, precision.
+"""Where and how the math runs: device, seeds, precision, processes.
 
 A requested device that is absent is an error, never a silent fall back to the CPU:
 a CI job that asked for a GPU must not pass by training for hours on a CPU.
@@ -9,17 +9,72 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from cvtool.errors import InputError
 
 
-def select_device(spec: str) -> torch.device:
+@dataclass(frozen=True)
+class Processes:
+    """This process's place among torchrun's (one process when not under torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def processes_from_env() -> Processes:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Processes()
+    return Processes(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init_processes(procs: Processes, device: torch.device) -> None:
+    """Join torchrun's process group: NCCL between GPUs, gloo between CPU processes."""
+    if not procs.distributed or dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def close_processes() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def broadcast(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (a no-op in one process)."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def select_device(spec: str, local_rank: int = 0) -> torch.device:
     spec = spec.strip().lower()
     if spec == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
         if mps_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -33,7 +88,7 @@ def select_device(spec: str) -> torch.device:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             raise InputError(f"device {spec} was requested but no CUDA GPU is available")
-        index = 0 if spec == "cuda" else parse_index(spec)
+        index = local_rank % count if spec == "cuda" else parse_index(spec)
         if index >= count:
             raise InputError(f"device {spec} was requested but only {count} CUDA GPU(s) exist")
         return torch.device("cuda", index)

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from cvtool import config as cfglib
@@ -38,6 +40,7 @@ class Run:
     device: torch.device
     argv: list[str]
     resume_from: dict[str, Any] | None = None
+    procs: runtime.Processes = runtime.Processes()
 
 
 def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
@@ -135,18 +138,32 @@ class Trainer:
         self.dtype = runtime.amp_dtype(self.device, tc.amp)
         runtime.configure(self.device, tc.deterministic)
 
-        self.model = task.model.to(self.device)
+        self.procs = run.procs
+        self.main = self.procs.main
+        self.model = task.model
+        if self.procs.distributed and tc.sync_bn:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model = self.model.to(self.device)
         if tc.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.net: nn.Module = torch.compile(self.model) if tc.compile else self.model
+        wrapped: nn.Module = self.model
+        if self.procs.distributed:
+            wrapped = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        self.net: nn.Module = torch.compile(wrapped) if tc.compile else wrapped
+        self.eval_net: nn.Module = self.model if self.procs.distributed else self.net
 
         data = self.cfg.data
-        self.sampler = EpochSampler(len(task.train_data), tc.seed)
+        if data.batch_size % self.procs.world:
+            raise InputError(f"data.batch_size {data.batch_size} (the global batch) must be divisible by "
+                             f"the {self.procs.world} processes")
+        self.rank_batch = data.batch_size // self.procs.world
+        self.sampler = EpochSampler(len(task.train_data), tc.seed, batch_size=data.batch_size,
+                                    rank=self.procs.rank, world=self.procs.world)
         self.loader_gen = torch.Generator()
         workers = dict(num_workers=data.num_workers, persistent_workers=False,
                        worker_init_fn=ignore_sigint if data.num_workers else None)
         pin = self.device.type == "cuda"
-        self.train_loader = DataLoader(task.train_data, batch_size=data.batch_size, sampler=self.sampler,
+        self.train_loader = DataLoader(task.train_data, batch_size=self.rank_batch, sampler=self.sampler,
                                        collate_fn=task.collate_fn, pin_memory=pin, generator=self.loader_gen,
                                        **workers)
         self.val_loader = DataLoader(task.val_data, batch_size=data.batch_size, shuffle=False,
@@ -215,23 +232,28 @@ class Trainer:
 
     def save(self, name: str) -> Path:
         path = self.ckpt_dir / name
-        checkpoint.save(self.state(), path)
+        if self.main:
+            checkpoint.save(self.state(), path)
         return path
 
     # ------------------------------------------------------------------ loop
 
     def fit(self) -> dict[str, Any]:
         run_dir = self.run.run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if self.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
         resume = self.run.resume_from
         if resume is not None:
             self.restore(resume)
             if self.epoch >= self.tc.epochs and self.step_in_epoch == 0:
                 raise InputError(f"{run_dir} already finished {self.epoch} epoch(s); "
                                  f"pass --epochs N with N > {self.epoch} to train further")
-        rundir.write_config(run_dir / "config.yaml", cfglib.to_dict(self.cfg))
-        rundir.write_json(run_dir / "env.json", rundir.environment(self.device, self.tc.seed, self.run.argv))
-        self.metrics.start(keep_through_epoch=self.epoch)
+        if self.main:
+            rundir.write_config(run_dir / "config.yaml", cfglib.to_dict(self.cfg))
+            env = rundir.environment(self.device, self.tc.seed, self.run.argv)
+            env["processes"] = self.procs.world
+            rundir.write_json(run_dir / "env.json", env)
+            self.metrics.start(keep_through_epoch=self.epoch)
         try:
             with StopFlag() as stop:
                 while self.epoch < self.tc.epochs:
@@ -247,7 +269,7 @@ class Trainer:
     def train_epoch(self, stop: StopFlag) -> None:
         epoch = self.epoch + 1
         start_step = self.step_in_epoch
-        self.sampler.set_epoch(epoch, start=start_step * self.cfg.data.batch_size)
+        self.sampler.set_epoch(epoch, start=start_step * self.rank_batch)
         self.loader_gen.manual_seed(self.tc.seed * 7919 + epoch)
         sums: dict[str, list] = {k: [torch.as_tensor(v[0], device=self.device), int(v[1])]
                                  for k, v in self.partial.get("stats", {}).items()}
@@ -266,13 +288,14 @@ class Trainer:
                 acc[1] += count
             step += 1
             self.reporter.step(f"loss {out.loss.item():.4f}" if step % 10 == 0 and not self.reporter.plain else "")
-            if stop and step < self.steps_per_epoch:
+            if self.stopping(stop) and step < self.steps_per_epoch:
                 seconds += time.perf_counter() - began
                 self.step_in_epoch = step
                 self.partial = {"stats": {k: [v[0].cpu(), v[1]] for k, v in sums.items()},
                                 "images": images, "seconds": seconds}
                 self.interrupt(stop)
         seconds += time.perf_counter() - began
+        images = self.reduce_sums(sums, images)
         row: dict[str, Any] = {"epoch": epoch}
         row.update({f"train_{k}": (v[0] / max(1, v[1])).item() for k, v in sums.items()})
         row.update(self.validate())
@@ -282,14 +305,15 @@ class Trainer:
         self.extra = {k: v for k, v in row.items() if k not in self.columns}
         self.last_row = {k: v for k, v in row.items() if k in self.columns}
         self.epoch, self.step_in_epoch, self.partial = epoch, 0, {}
-        self.metrics.append(self.last_row)
+        if self.main:
+            self.metrics.append(self.last_row)
         if self.improved(row.get(self.task.best_metric)):
             self.best.update(value=row[self.task.best_metric], epoch=epoch)
             self.save("best.pt")
         self.save("last.pt")
         self.write_summary("running")
         self.reporter.end_epoch(epoch, self.tc.epochs, self.last_row)
-        if stop and self.epoch < self.tc.epochs:
+        if self.stopping(stop) and self.epoch < self.tc.epochs:
             self.interrupt(stop, saved=True)
 
     def train_step(self, batch: Any):
@@ -306,12 +330,37 @@ class Trainer:
         self.scheduler.step()
         return out
 
+    def stopping(self, stop: StopFlag) -> bool:
+        """Whether any process was asked to stop: all ranks must leave at the same step."""
+        if not self.procs.distributed:
+            return bool(stop)
+        flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def reduce_sums(self, sums: dict[str, list], images: int) -> int:
+        """Epoch sums and counts over every process, so what is reported is global."""
+        if not self.procs.distributed:
+            return images
+        names = sorted(sums)
+        values = torch.stack([sums[k][0].float() for k in names] + [torch.tensor(float(images), device=self.device)])
+        counts = torch.tensor([float(sums[k][1]) for k in names], device=self.device)
+        dist.all_reduce(values)
+        dist.all_reduce(counts)
+        for i, k in enumerate(names):
+            sums[k] = [values[i], int(counts[i].item())]
+        return int(values[-1].item())
+
     def validate(self) -> dict[str, float]:
-        self.model.eval()
-        batches: Iterable = (to_device(b, self.device, self.tc.channels_last)
-                             for b in islice(self.val_loader, self.limit(len(self.val_loader))))
-        with torch.no_grad(), runtime.autocast(self.device, self.dtype):
-            return self.task.evaluate(self.net, batches, self.device)
+        """On the main process over the whole validation set (exact, whatever the world size)."""
+        metrics: dict[str, float] = {}
+        if self.main:
+            self.model.eval()
+            batches: Iterable = (to_device(b, self.device, self.tc.channels_last)
+                                 for b in islice(self.val_loader, self.limit(len(self.val_loader))))
+            with torch.no_grad(), runtime.autocast(self.device, self.dtype):
+                metrics = self.task.evaluate(self.eval_net, batches, self.device)
+        return runtime.broadcast(metrics)
 
     def improved(self, value: float | None) -> bool:
         if value is None or not math.isfinite(value):
@@ -332,6 +381,8 @@ class Trainer:
 
     def complete(self) -> dict[str, Any]:
         artifacts: dict[str, str] = {}
+        if not self.main:
+            return {"status": "completed"}
         best_path = self.ckpt_dir / "best.pt"
         if best_path.exists():
             self.model.load_state_dict(checkpoint.load(best_path)["model"])
@@ -362,7 +413,7 @@ class Trainer:
         }
         if error is not None:
             summary["error"] = error
-        if run_dir.exists():
+        if self.main and run_dir.exists():
             rundir.write_json(run_dir / "summary.json", summary)
         return summary
 

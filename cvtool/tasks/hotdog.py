@@ -33,6 +33,7 @@ class Data(c.DataConfig):
     num_workers: int = c.opt(4, "DataLoader worker processes (0 = load in the main process)", ge=0)
     image_size: int = c.opt(224, "training crop and test centre-crop size in pixels", ge=8)
     resize: int = c.opt(256, "test images are resized to resize x resize before the centre crop", ge=8)
+    augment: bool = c.opt(True, "random resized crop + flip for training; false = train on the test view")
     mean: list[float] = c.opt(transforms.IMAGENET_MEAN, "per-channel normalisation mean")
     std: list[float] = c.opt(transforms.IMAGENET_STD, "per-channel normalisation std")
 
@@ -78,7 +79,8 @@ def eval_transform(cfg: Config):
 def build(cfg: Config, rank_zero: bool = True) -> Task:
     d = cfg.data
     root = hub.ensure(Path(d.root), "hotdog", d.download, LAYOUT)
-    train = ClassFolders(root / "train", transforms.classify_train(d.image_size, d.mean, d.std))
+    view = transforms.classify_train(d.image_size, d.mean, d.std) if d.augment else eval_transform(cfg)
+    train = ClassFolders(root / "train", view)
     val = ClassFolders(root / "test", eval_transform(cfg), classes=train.classes)
     if len(train.classes) != cfg.model.num_classes:
         raise c.ConfigError(f"model.num_classes is {cfg.model.num_classes} but {root / 'train'} "
