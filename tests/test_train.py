@@ -159,3 +159,29 @@ def test_predict_prints_the_top_class(cli, tiny_hotdog, hotdog_root, tmp_path):
         assert r["class"] in ("hotdog", "not-hotdog") and 0.5 <= r["probability"] <= 1
     code, stdout, _ = cli("predict", "--checkpoint", out / "checkpoints" / "best.pt", images[0])
     assert code == 0 and stdout.startswith(str(images[0]) + ": ")
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_a_nan_loss_stops_or_is_skipped(cli, tiny_hotdog, tmp_path, monkeypatch, policy):
+    calls = {"n": 0}
+    original = classify.train_step
+
+    def poisoned(model, batch):
+        out = original(model, batch)
+        calls["n"] += 1
+        if calls["n"] == 6:  # epoch 2, step 2
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(classify, "train_step", poisoned)
+    out = tmp_path / policy
+    code, _, err = cli("finetune-hotdog", *tiny_hotdog, "--set", f"train.on_nan={policy}", "--epochs", "2",
+                       "--out", out)
+    summary = json.loads((out / "summary.json").read_text())
+    if policy == "stop":
+        assert code == 1 and len(err.strip().splitlines()) == 1
+        assert "nan at epoch 2 step 2" in err and summary["status"] == "failed"
+        assert checkpoint.load(out / "checkpoints" / "last.pt")["epoch"] == 1
+    else:
+        assert code == 0, err
+        assert summary["status"] == "completed" and summary["skipped_steps"] == 1

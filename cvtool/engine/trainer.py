@@ -26,7 +26,7 @@ from cvtool import config as cfglib
 from cvtool.engine import checkpoint, plots, rundir, runtime
 from cvtool.engine.progress import Reporter
 from cvtool.engine.sampling import EpochSampler
-from cvtool.errors import InputError, Interrupted
+from cvtool.errors import CvtoolError, InputError, Interrupted
 from cvtool.tasks.base import Task
 
 FIXED_TAIL = ("lr", "epoch_seconds", "images_per_second")
@@ -187,6 +187,7 @@ class Trainer:
         self.epoch = 0
         self.step_in_epoch = 0
         self.partial: dict[str, Any] = {}
+        self.skipped = 0
 
     def limit(self, n: int) -> int:
         return n if self.tc.max_steps is None else min(n, self.tc.max_steps)
@@ -202,6 +203,7 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step_in_epoch,
             "partial": self.partial,
+            "skipped": self.skipped,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -226,6 +228,7 @@ class Trainer:
         self.epoch = int(ckpt["epoch"])
         self.step_in_epoch = int(ckpt["step"])
         self.partial = ckpt.get("partial") or {}
+        self.skipped = int(ckpt.get("skipped", 0))
         self.best = dict(ckpt["best"])
         self.last_row = dict(ckpt.get("metrics") or {})
         checkpoint.set_rng_state(ckpt["rng"])
@@ -280,7 +283,12 @@ class Trainer:
         began = time.perf_counter()
         step = start_step
         for batch in islice(self.train_loader, self.steps_per_epoch - start_step):
-            out = self.train_step(batch)
+            out = self.train_step(batch, epoch, step + 1)
+            if out is None:
+                self.skipped += 1
+                step += 1
+                self.reporter.step()
+                continue
             images += out.count
             for name, (value, count) in {"loss": (out.loss.detach() * out.count, out.count), **out.stats}.items():
                 acc = sums.setdefault(name, [torch.zeros((), device=self.device), 0])
@@ -316,10 +324,18 @@ class Trainer:
         if self.stopping(stop) and self.epoch < self.tc.epochs:
             self.interrupt(stop, saved=True)
 
-    def train_step(self, batch: Any):
+    def train_step(self, batch: Any, epoch: int, step: int):
+        """One update; None when a non-finite loss was skipped (``train.on_nan: skip``)."""
         batch = to_device(batch, self.device, self.tc.channels_last)
         with runtime.autocast(self.device, self.dtype):
             out = self.task.train_step(self.net, batch)
+        if not self.finite(out.loss):
+            if self.tc.on_nan == "skip":
+                self.scheduler.step()
+                return None
+            raise CvtoolError(f"the loss became {out.loss.item()} at epoch {epoch} step {step}; "
+                              f"{self.ckpt_dir / 'last.pt'} holds the last good epoch (train.on_nan: skip "
+                              "drops such batches; a lower optim.lr often helps)")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
         if self.tc.grad_clip is not None:
@@ -329,6 +345,13 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         return out
+
+    def finite(self, loss: torch.Tensor) -> bool:
+        """Agreed over every process, so all of them skip or stop together."""
+        flag = torch.isfinite(loss.detach()).float().reshape(1)
+        if self.procs.distributed:
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
 
     def stopping(self, stop: StopFlag) -> bool:
         """Whether any process was asked to stop: all ranks must leave at the same step."""
@@ -409,6 +432,7 @@ class Trainer:
             "best": {k: self.best[k] for k in ("metric", "mode", "value", "epoch")},
             "final": self.last_row,
             "extra": self.extra,
+            "skipped_steps": self.skipped,
             "paths": paths,
         }
         if error is not None:
