@@ -30,7 +30,7 @@ from torchvision import transforms as T
 from cvtool.data import kaggle
 from cvtool.data.batch_augment import BatchAugment
 from cvtool.engine import runtime
-from cvtool.tasks.cifar import cifar_resnet18
+from cvtool.models.cifar import cifar_resnet18
 
 
 class BookImages(Dataset):
