@@ -7,7 +7,7 @@ CVTOOL := $(VENV)/bin/cvtool
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DATA := runs/demo-data
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo demo-hotdog test test-fast bench clean
 
 install: $(VENV)/.installed
 
@@ -17,10 +17,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+$(DEMO_DATA)/banana-detection: | install
+	$(CVTOOL) data synth bananas --out $@ --size 96
+
 $(DEMO_DATA)/hotdog: | install
 	$(CVTOOL) data synth hotdog --out $@ --n 150
 
-demo: install $(DEMO_DATA)/hotdog
+# The main job: TinySSD on synthetic bananas; the run directory gets predictions.png.
+demo: install $(DEMO_DATA)/banana-detection
+	$(CVTOOL) train-ssd --config configs/demo/ssd.yaml
+
+demo-hotdog: install $(DEMO_DATA)/hotdog
 	$(CVTOOL) finetune-hotdog --config configs/demo/hotdog.yaml
 
 test: install

@@ -1,0 +1,86 @@
+"""TinySSD: the book's single-shot multibox detector, small enough to train from scratch.
+
+Five feature maps (32, 16, 8, 4 and 1 pixels for a 256-pixel input) each predict, for
+every pixel and each of its anchors, num_classes + 1 class scores and 4 box offsets.
+Anchor sizes grow with depth so coarse maps look for large objects.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cvtool.ops.boxes import multibox_prior
+
+SIZES = ((0.2, 0.272), (0.37, 0.447), (0.54, 0.619), (0.71, 0.79), (0.88, 0.961))
+RATIOS = (1.0, 2.0, 0.5)
+
+
+def down_sample_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Two 3x3 conv + BN + ReLU, then a 2x2 max-pool that halves height and width."""
+    layers: list[nn.Module] = []
+    for c_in in (in_channels, out_channels):
+        layers += [nn.Conv2d(c_in, out_channels, 3, padding=1),
+                   nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+    layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+def _flatten(pred: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W*C) with each pixel's channels together, matching anchor order."""
+    return pred.permute(0, 2, 3, 1).flatten(1)
+
+
+class TinySSD(nn.Module):
+    """forward(x) -> (anchors (1, A, 4), cls_preds (B, A, C+1), bbox_preds (B, A*4)).
+
+    ``width`` scales every channel count (1.0 = the book's 16-32-64-128), for quick CPU runs.
+    """
+
+    def __init__(self, num_classes: int = 1, width: float = 1.0):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError("num_classes must be at least 1")
+        self.num_classes = num_classes
+        self.sizes = SIZES
+        self.ratios = RATIOS
+        self.num_anchors = len(SIZES[0]) + len(RATIOS) - 1
+        c16, c32, c64, c128 = (max(1, round(c * width)) for c in (16, 32, 64, 128))
+        base = nn.Sequential(down_sample_block(3, c16), down_sample_block(c16, c32),
+                             down_sample_block(c32, c64))
+        self.blocks = nn.ModuleList([
+            base, down_sample_block(c64, c128), down_sample_block(c128, c128),
+            down_sample_block(c128, c128), nn.AdaptiveMaxPool2d((1, 1))])
+        channels = (c64, c128, c128, c128, c128)
+        self.cls_predictors = nn.ModuleList(
+            nn.Conv2d(c, self.num_anchors * (num_classes + 1), 3, padding=1) for c in channels)
+        self.bbox_predictors = nn.ModuleList(
+            nn.Conv2d(c, self.num_anchors * 4, 3, padding=1) for c in channels)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        anchors, cls_preds, bbox_preds = [], [], []
+        for block, sizes, cls_head, bbox_head in zip(
+                self.blocks, self.sizes, self.cls_predictors, self.bbox_predictors):
+            x = block(x)
+            anchors.append(multibox_prior(x, sizes, self.ratios))
+            cls_preds.append(_flatten(cls_head(x)))
+            bbox_preds.append(_flatten(bbox_head(x)))
+        cls = torch.cat(cls_preds, dim=1)
+        return (torch.cat(anchors, dim=1), cls.reshape(cls.shape[0], -1, self.num_classes + 1),
+                torch.cat(bbox_preds, dim=1))
+
+    def feature_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Spatial sizes of the five prediction maps for an input of height x width."""
+        sizes = []
+        for _ in range(3):
+            height, width = height // 2, width // 2
+        for _ in range(4):
+            sizes.append((height, width))
+            height, width = height // 2, width // 2
+        sizes.append((1, 1))
+        return sizes
+
+    def anchors_for(self, height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The anchors forward() returns for this input size, without running the network."""
+        maps = [torch.empty(1, 0, h, w, device=device) for h, w in self.feature_sizes(height, width)]
+        return torch.cat([multibox_prior(m, s, self.ratios) for m, s in zip(maps, self.sizes)], dim=1)

@@ -1,0 +1,308 @@
+"""train-ssd: TinySSD on the banana detection dataset.
+
+Defaults are the book's settings. The book sums its loss over the batch; cvtool
+averages it, so the same SGD step needs lr x 32 and weight decay / 32. Without
+augmentation an image's anchor targets depend only on its labels, so they are computed
+once per split when the task is built rather than on every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import Dataset
+from torchvision.utils import draw_bounding_boxes, make_grid
+
+from cvtool import config as c
+from cvtool.data.bananas import LAYOUT, Augment, BananaDataset, to_tensor
+from cvtool.data.images import load_rgb
+from cvtool.errors import InputError
+from cvtool.models.tinyssd import TinySSD
+from cvtool.ops.boxes import multibox_detection, multibox_target
+from cvtool.ops.detection_metrics import MeanAveragePrecision, bbox_mae_sum, class_error_sum
+from cvtool.tasks.base import StepOutput, Task
+
+NAME = "train-ssd"
+COLUMNS = ("train_loss", "train_class_err", "train_bbox_mae",
+           "val_loss", "val_class_err", "val_bbox_mae", "val_map50", "val_map")
+BATCH = 32  # the book's batch size, the factor between its summed-loss lr and ours
+
+
+@dataclass
+class Data(c.DataConfig):
+    """banana-detection/bananas_{train,val}/: label.csv and images/; val is the validation split."""
+
+    root: str = c.opt("data/banana-detection", "dataset folder holding bananas_train/ and bananas_val/")
+    batch_size: int = c.opt(BATCH, "images per training step", ge=1)
+    num_workers: int = c.opt(
+        0, "DataLoader worker processes; splits are decoded into memory once, so workers only help augmentation",
+        ge=0)
+    image_size: int = c.opt(256, "images are resized to image_size x image_size (TinySSD needs >= 64)", ge=64)
+    classes: list[str] = c.opt(["banana"], "object class names; label k in label.csv is classes[k]")
+    flip: bool = c.opt(False, "augment: random horizontal flips, boxes moved along (off in the book)")
+    scale_jitter: float = c.opt(0.0, "augment: random zoom by up to +-this fraction, boxes moved along; 0 = off",
+                                ge=0, lt=1)
+
+
+@dataclass
+class Model:
+    """TinySSD size."""
+
+    num_classes: int = c.opt(1, "object classes, background not counted (bananas: 1)", ge=1)
+    width: float = c.opt(1.0, "channel multiplier: 1.0 = the book's 16-32-64-128; smaller trains faster", gt=0)
+
+
+@dataclass
+class Detect:
+    """Turning anchor scores into boxes (validation mAP, pictures, predict)."""
+
+    nms_threshold: float = c.opt(0.5, "boxes of one class overlapping a better one by more IoU are dropped",
+                                 ge=0, le=1)
+    min_score: float = c.opt(0.01, "detections scoring less are discarded before NMS and mAP", ge=0, lt=1)
+    max_detections: int = c.opt(100, "per image and class, best first, counted by mAP (COCO's maxDets)", ge=1)
+    draw_threshold: float = c.opt(0.5, "score a box needs to be drawn in predictions.png (predict: --threshold)",
+                                  ge=0, le=1)
+
+
+@dataclass
+class Optim(c.OptimConfig):
+    lr: float = c.opt(0.2 * BATCH, "learning rate for the batch-MEAN loss: the book's 0.2 on its summed loss "
+                      "x batch 32 = 6.4", gt=0)
+    weight_decay: float = c.opt(5e-4 / BATCH, "L2 weight decay for the batch-MEAN loss: the book's 5e-4 / "
+                                "batch 32 = 1.5625e-5", ge=0)
+
+
+@dataclass
+class Train(c.TrainConfig):
+    epochs: int = c.opt(20, "number of epochs", ge=1)
+
+
+@dataclass
+class Config:
+    data: Data = field(default_factory=Data)
+    model: Model = field(default_factory=Model)
+    detect: Detect = field(default_factory=Detect)
+    optim: Optim = field(default_factory=Optim)
+    sched: c.SchedConfig = field(default_factory=c.SchedConfig)
+    train: Train = field(default_factory=Train)
+
+
+def build_model(cfg: Config) -> TinySSD:
+    return TinySSD(cfg.model.num_classes, cfg.model.width)
+
+
+class WithTargets(Dataset):
+    """A split with its anchor targets precomputed: adds bbox_offset (A*4,) and cls_labels (A,)."""
+
+    def __init__(self, data: BananaDataset, anchors: torch.Tensor, chunk: int = 256):
+        self.data = data
+        offsets, classes = [], []
+        for start in range(0, len(data), chunk):
+            off, _, cls = multibox_target(anchors, data.labels[start: start + chunk])
+            offsets.append(off)
+            classes.append(cls.to(torch.int16))
+        self.offsets = torch.cat(offsets)
+        self.classes = torch.cat(classes)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {**self.data[i], "bbox_offset": self.offsets[i], "cls_labels": self.classes[i]}
+
+
+def ssd_loss(cls_preds: torch.Tensor, cls_labels: torch.Tensor, bbox_preds: torch.Tensor,
+             bbox_labels: torch.Tensor, bbox_masks: torch.Tensor) -> torch.Tensor:
+    """The book's per-image loss (B,): mean cross-entropy over anchors + mean L1 of masked offsets."""
+    batch, anchors, classes = cls_preds.shape
+    cls = F.cross_entropy(cls_preds.float().reshape(-1, classes), cls_labels.reshape(-1), reduction="none")
+    bbox = F.l1_loss(bbox_preds.float() * bbox_masks, bbox_labels * bbox_masks, reduction="none")
+    return cls.reshape(batch, anchors).mean(dim=1) + bbox.mean(dim=1)
+
+
+def _forward(model: nn.Module, batch: dict[str, torch.Tensor]):
+    """Predictions and their targets (cached ones when the batch carries them)."""
+    anchors, cls_preds, bbox_preds = model(batch["image"].float())
+    if "cls_labels" in batch:
+        classes = batch["cls_labels"].long()
+        offsets = batch["bbox_offset"]
+        masks = (classes > 0).repeat_interleave(4, dim=1).to(offsets.dtype)
+    else:
+        offsets, masks, classes = multibox_target(anchors, batch["labels"])
+    return anchors, cls_preds, bbox_preds, offsets, masks, classes
+
+
+def train_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
+    _, cls_preds, bbox_preds, offsets, masks, classes = _forward(model, batch)
+    loss = ssd_loss(cls_preds, classes, bbox_preds, offsets, masks).mean()
+    return StepOutput(loss=loss, count=classes.shape[0], stats={
+        "class_err": class_error_sum(cls_preds, classes),
+        "bbox_mae": bbox_mae_sum(bbox_preds, offsets, masks)})
+
+
+def detect(cls_preds: torch.Tensor, bbox_preds: torch.Tensor, anchors: torch.Tensor, d: Detect) -> torch.Tensor:
+    """(B, A, 6) rows [class, score, x1, y1, x2, y2], kept detections first."""
+    probs = F.softmax(cls_preds.float(), dim=2).permute(0, 2, 1)
+    return multibox_detection(probs, bbox_preds.float(), anchors, d.nms_threshold, d.min_score)
+
+
+def make_evaluate(cfg: Config):
+    def evaluate(model: nn.Module, batches: Iterable, device: torch.device) -> dict[str, float]:
+        """Loss, the book's anchor metrics and COCO mAP over the whole validation split."""
+        loss = torch.zeros((), device=device)
+        wrong = torch.zeros((), device=device)
+        abs_err = torch.zeros((), device=device)
+        images = anchor_count = offset_count = 0
+        meter = MeanAveragePrecision(max_detections=cfg.detect.max_detections)
+        for batch in batches:
+            anchors, cls_preds, bbox_preds, offsets, masks, classes = _forward(model, batch)
+            loss += ssd_loss(cls_preds, classes, bbox_preds, offsets, masks).sum()
+            w, n = class_error_sum(cls_preds, classes)
+            e, m = bbox_mae_sum(bbox_preds, offsets, masks)
+            wrong, abs_err = wrong + w, abs_err + e
+            anchor_count, offset_count, images = anchor_count + n, offset_count + m, images + classes.shape[0]
+            update_map(meter, detect(cls_preds, bbox_preds, anchors, cfg.detect), batch["labels"])
+        if images == 0:
+            return {}
+        ap = meter.compute()
+        return {"val_loss": (loss / images).item(), "val_class_err": (wrong / anchor_count).item(),
+                "val_bbox_mae": (abs_err / offset_count).item(), "val_map50": ap["map50"], "val_map": ap["map"]}
+
+    return evaluate
+
+
+def update_map(meter: MeanAveragePrecision, detections: torch.Tensor, labels: torch.Tensor) -> None:
+    for dets, gt in zip(detections.cpu(), labels.cpu()):
+        found, real = dets[dets[:, 0] >= 0], gt[gt[:, 0] >= 0]
+        meter.update(found[:, 2:], found[:, 1], found[:, 0].long(), real[:, 1:], real[:, 0].long())
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+def draw(image: torch.Tensor, detections: torch.Tensor, threshold: float, classes: list[str],
+         truth: torch.Tensor | None = None, min_side: int = 0) -> torch.Tensor:
+    """uint8 (3, H, W) image with truth (green) and detections >= threshold (red, with scores).
+
+    Boxes are normalised; the picture is upscaled to at least ``min_side`` pixels so small
+    training images stay readable.
+    """
+    height, width = image.shape[-2:]
+    scale = max(1.0, min_side / min(height, width))
+    if scale > 1:
+        height, width = round(height * scale), round(width * scale)
+        image = F.interpolate(image[None].float(), size=(height, width), mode="bilinear",
+                              align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+    size = torch.tensor([width, height, width, height], dtype=torch.float32)
+    line = max(1, round(min(height, width) / 128))
+    if truth is not None and truth.numel():
+        image = draw_bounding_boxes(image, truth.float().cpu() * size, colors="lime", width=line)
+    keep = (detections[:, 0] >= 0) & (detections[:, 1] >= threshold)
+    found = detections[keep].cpu()
+    if len(found):
+        labels = [f"{_name(classes, int(k))} {s:.2f}" for k, s in zip(found[:, 0].tolist(), found[:, 1].tolist())]
+        image = draw_bounding_boxes(image, found[:, 2:] * size, labels=labels, colors="red", width=line,
+                                    label_colors="white", fill_labels=True)
+    return image
+
+
+def _name(classes: list[str], k: int) -> str:
+    return classes[k] if 0 <= k < len(classes) else f"class{k}"
+
+
+def make_finish(cfg: Config, val: BananaDataset, classes: list[str], count: int = 16):
+    def finish(model: nn.Module, run_dir: Path, device: torch.device) -> dict[str, str]:
+        """predictions.png: validation images with true (green) and predicted (red) boxes."""
+        n = min(count, len(val))
+        images = val.images[:n]
+        anchors, cls_preds, bbox_preds = model(images.to(device).float())
+        dets = detect(cls_preds, bbox_preds, anchors, cfg.detect).cpu()
+        tiles = [draw(img, d, cfg.detect.draw_threshold, classes, truth=lab[lab[:, 0] >= 0][:, 1:], min_side=256)
+                 for img, d, lab in zip(images, dets, val.labels[:n])]
+        grid = make_grid(torch.stack(tiles), nrow=min(4, n), padding=4, pad_value=255)
+        path = run_dir / "predictions.png"
+        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+        return {"predictions": str(path)}
+
+    return finish
+
+
+# --------------------------------------------------------------------------- build, predict
+
+
+def check(cfg: Config) -> None:
+    if len(cfg.data.classes) != cfg.model.num_classes:
+        raise c.ConfigError(f"data.classes names {len(cfg.data.classes)} class(es) but model.num_classes is "
+                            f"{cfg.model.num_classes}; give one name per class")
+
+
+def build(cfg: Config, rank_zero: bool = True) -> Task:
+    from cvtool.data import hub
+
+    check(cfg)
+    d = cfg.data
+    root = hub.ensure(Path(d.root), "banana-detection", d.download, LAYOUT)
+    augment = Augment(flip=d.flip, scale_jitter=d.scale_jitter)
+    train = BananaDataset(root, "train", d.image_size, num_classes=cfg.model.num_classes, augment=augment)
+    val = BananaDataset(root, "val", d.image_size, num_classes=cfg.model.num_classes)
+    model = build_model(cfg)
+    anchors = model.anchors_for(d.image_size, d.image_size)
+    return Task(
+        name=NAME, config=cfg, model=model,
+        train_data=train if train.augment else WithTargets(train, anchors),
+        val_data=WithTargets(val, anchors),
+        train_step=train_step, evaluate=make_evaluate(cfg), columns=COLUMNS,
+        best_metric="val_map50", best_mode="max",
+        finish=make_finish(cfg, val, list(d.classes)),
+        metadata={"classes": list(d.classes), "image_size": d.image_size},
+    )
+
+
+def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list[Path],
+            device: torch.device, options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Boxes scoring >= threshold in each image's own pixels; with ``out``, pictures of them."""
+    threshold = float(options.get("threshold", cfg.detect.draw_threshold))
+    if not 0 <= threshold <= 1:
+        raise InputError(f"--threshold must lie in [0, 1], got {threshold}")
+    classes = list(metadata.get("classes") or cfg.data.classes)
+    size = int(metadata.get("image_size") or cfg.data.image_size)
+    out = Path(options["out"]) if options.get("out") is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    results = []
+    model.eval()
+    with torch.no_grad():
+        for path in map(Path, paths):
+            img = load_rgb(path)
+            width, height = img.size
+            anchors, cls_preds, bbox_preds = model(to_tensor(img, size)[None].to(device).float())
+            dets = detect(cls_preds, bbox_preds, anchors, cfg.detect)[0].cpu()
+            keep = (dets[:, 0] >= 0) & (dets[:, 1] >= threshold)
+            scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+            boxes = [{"class": _name(classes, int(row[0])), "score": round(float(row[1]), 4),
+                      "box": [round(v, 1) for v in (row[2:] * scale).tolist()]} for row in dets[keep]]
+            result: dict[str, Any] = {"image": str(path), "boxes": boxes}
+            if out is not None:
+                result["drawn"] = str(_save_drawn(path, to_tensor(img), dets, threshold, classes, out, used))
+            results.append(result)
+    return results
+
+
+def _save_drawn(path: Path, original: torch.Tensor, dets: torch.Tensor, threshold: float,
+                classes: list[str], out: Path, used: set[str]) -> Path:
+    """Draw on the original image (not the resized one) and save it as out/<stem>.png."""
+    name, k = f"{path.stem}.png", 1
+    while name in used:
+        name, k = f"{path.stem}_{k}.png", k + 1
+    used.add(name)
+    target = out / name
+    picture = draw(original, dets, threshold, classes)
+    Image.fromarray(picture.permute(1, 2, 0).contiguous().numpy()).save(target)
+    return target
