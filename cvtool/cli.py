@@ -99,7 +99,7 @@ def train_command(command: str, config: Optional[Path], overrides: list[str], ou
     from cvtool.engine.progress import Reporter
 
     module = tasks.module(command)
-    ckpt = None
+    ckpt, path = None, None
     if resume is not None:
         path, out = resume_checkpoint(resume, out)
         ckpt = checkpoint.load(path)
@@ -122,7 +122,8 @@ def train_command(command: str, config: Optional[Path], overrides: list[str], ou
         runtime.seed_everything(cfg.train.seed + procs.rank)
         reporter.info(f"{command}: {len(task.train_data)} train / {len(task.val_data)} val items on {dev}"
                       f"{f' x {procs.world} processes' if procs.distributed else ''}; writing {run_dir}")
-        run = trainer.Run(run_dir=run_dir, device=dev, argv=["cvtool", *sys.argv[1:]], resume_from=ckpt, procs=procs)
+        run = trainer.Run(run_dir=run_dir, device=dev, argv=["cvtool", *sys.argv[1:]], resume_from=ckpt,
+                          resume_path=path, procs=procs)
         try:
             summary = trainer.train(task, run, reporter)
         except Interrupted as exc:
@@ -239,7 +240,11 @@ def predict(
             raise InputError(f"image {image} does not exist")
     dev = runtime.select_device(device)
     model = module.build_model(cfg)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise InputError(f"checkpoint {checkpoint_path} does not fit {command}'s model: "
+                         f"{str(exc).strip().splitlines()[0]}") from None
     model.to(dev).eval()
     options = {k: v for k, v in {"out": out, "threshold": threshold, "kaggle_test": kaggle_test}.items()
                if v is not None}
@@ -390,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence, by design
         if os.environ.get("CVTOOL_DEBUG"):
             traceback.print_exc()
-        print(f"cvtool: unexpected error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)",
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"cvtool: unexpected error: {type(exc).__name__}: {first} (rerun with --debug for a traceback)",
               file=sys.stderr)
         return 1
 

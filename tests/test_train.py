@@ -185,3 +185,16 @@ def test_a_nan_loss_stops_or_is_skipped(cli, tiny_hotdog, tmp_path, monkeypatch,
     else:
         assert code == 0, err
         assert summary["status"] == "completed" and summary["skipped_steps"] == 1
+
+
+def test_the_tiny_run_learns(cli, tmp_path):
+    from cvtool.data.hotdog import synthesize
+
+    root = synthesize(tmp_path / "hotdog", n=40, size=64, seed=5)
+    out = tmp_path / "learn"
+    code, stdout, err = cli("finetune-hotdog", "--set", f"data.root={root}", "--set", "data.image_size=48",
+                            "--set", "data.resize=54", "--set", "data.batch_size=16", "--set", "data.num_workers=0",
+                            "--set", "model.weights=none", "--set", "optim.name=adam", "--set", "optim.lr=0.002",
+                            "--set", "sched.name=cosine", "--device", "cpu", "--epochs", "6", "--out", out, "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["best"]["value"] >= 0.8  # chance is 0.5

@@ -108,7 +108,7 @@ def _image_size(path: Path, csv_path: Path, line: int) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             return img.size
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
         raise InputError(f"{csv_path} line {line}: {path} is not a readable image") from None
 
 

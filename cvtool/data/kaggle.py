@@ -14,6 +14,7 @@ import hashlib
 import math
 import os
 import pickle
+import struct
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -135,8 +136,13 @@ def sample_columns(root: Path, layout: Layout) -> list[str] | None:
     path = root / layout.sample_csv
     if not path.is_file():
         return None
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        header = next(csv.reader(fh), None)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), None)
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text") from None
+    except csv.Error as exc:
+        raise InputError(f"{path}: {exc}") from None
     if not header or header[0].strip().lower() != "id":
         raise InputError(f"{path} line 1: header must start with id")
     return [c.strip() for c in header[1:]]
@@ -240,19 +246,28 @@ def split_indices(labels: torch.Tensor, split: str, valid_ratio: float, seed: in
 
 
 def decode_cifar_png(path: Path) -> torch.Tensor:
-    """One 32x32 PNG as a (3, 32, 32) uint8 tensor; anything else is the user's file to fix."""
+    """One 32x32 PNG as a (3, 32, 32) uint8 tensor; anything else is the user's file to fix.
+
+    The size comes from the header before decoding, so a header claiming a huge image
+    allocates nothing; 16-bit PNGs keep their high byte.
+    """
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not data.startswith(PNG_SIGNATURE):
         raise InputError(f"{path} is not a PNG image")
+    ihdr = data[12:24]
+    if ihdr[:4] == b"IHDR" and len(ihdr) == 12:
+        width, height = struct.unpack(">II", ihdr[4:])
+        if (width, height) != (32, 32):
+            raise InputError(f"{path} is {width}x{height} pixels; CIFAR-10 images are 32x32")
     try:
         image = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
     except RuntimeError as exc:
         raise InputError(f"{path} is not a readable PNG: {str(exc).splitlines()[0]}") from None
-    if image.shape[1:] != (32, 32):
-        raise InputError(f"{path} is {image.shape[2]}x{image.shape[1]} pixels; CIFAR-10 images are 32x32")
+    if image.dtype == torch.uint16:
+        image = (image.to(torch.int32) >> 8).to(torch.uint8)
     return image
 
 
@@ -274,7 +289,7 @@ def check_images(files: Sequence[Path]) -> None:
         try:
             with Image.open(path) as img:
                 img.size
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
             raise InputError(f"{path} is not a readable image: {exc}") from None
 
 
@@ -341,7 +356,7 @@ def load_cache(path: Path, ids: list[str]) -> torch.Tensor | None:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         return select_ids(blob["ids"], blob["images"], ids)
-    except (OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError):
+    except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, whatever the damage
         return None
 
 
@@ -383,7 +398,7 @@ def read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
             blob = ArrayUnpickler(fh, encoding="latin1").load()
         data = np.asarray(blob["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = torch.tensor(list(blob["labels"]), dtype=torch.int64)
-    except (OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:
+    except Exception as exc:  # noqa: BLE001 - unpickling a foreign file fails in many ways
         raise InputError(f"{path} is not a CIFAR-10 python batch: {exc}") from None
     return torch.from_numpy(data.copy()), labels
 

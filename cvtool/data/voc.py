@@ -89,7 +89,7 @@ def read_label(path: Path, num_classes: int = len(CLASSES)) -> np.ndarray:
                 mask = rgb_to_index(np.asarray(img.convert("RGB")), num_classes, path)
             else:
                 raise InputError(f"{path}: label mode {img.mode} is neither palette, grayscale nor RGB")
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise InputError(f"{path}: not a readable label image ({exc.__class__.__name__})") from None
     bad = (mask >= num_classes) & (mask != VOID)
     if bad.any():
@@ -111,7 +111,7 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             return img.height, img.width
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise InputError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
 
 

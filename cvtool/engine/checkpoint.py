@@ -9,9 +9,7 @@ leaves either the previous or the new complete file, never half of one.
 from __future__ import annotations
 
 import os
-import pickle
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +56,13 @@ def load(path: Path) -> dict[str, Any]:
         raise InputError(f"checkpoint {path} does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - the restricted unpickler fails on garbage in many ways
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"checkpoint {path} cannot be read safely: {first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise InputError(f"checkpoint {path} is not a cvtool checkpoint")
+    if not isinstance(ckpt.get("task"), str) or not isinstance(ckpt.get("model"), dict):
+        raise InputError(f"checkpoint {path} is damaged: it lacks its task name or model weights")
     return ckpt
 
 

@@ -40,6 +40,7 @@ class Run:
     device: torch.device
     argv: list[str]
     resume_from: dict[str, Any] | None = None
+    resume_path: Path | None = None
     procs: runtime.Processes = runtime.Processes()
 
 
@@ -216,13 +217,13 @@ class Trainer:
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         if ckpt.get("task") != self.task.name:
-            raise InputError(f"checkpoint is from {ckpt.get('task')}, not {self.task.name}")
+            raise InputError(f"checkpoint {self.run.resume_path} is from {ckpt.get('task')}, not {self.task.name}")
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"checkpoint does not fit this config's model: {first}") from None
+            raise InputError(f"checkpoint {self.run.resume_path} does not fit this config's model: {first}") from None
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch = int(ckpt["epoch"])
@@ -283,7 +284,7 @@ class Trainer:
         began = time.perf_counter()
         step = start_step
         for batch in islice(self.train_loader, self.steps_per_epoch - start_step):
-            out = self.train_step(batch, epoch, step + 1)
+            out = self.train_step(batch)
             if out is None:
                 self.skipped += 1
                 step += 1
@@ -295,6 +296,7 @@ class Trainer:
                 acc[0] = acc[0] + value.detach().float()
                 acc[1] += count
             step += 1
+            self.check_loss(sums["loss"][0], epoch, step)
             self.reporter.step(f"loss {out.loss.item():.4f}" if step % 10 == 0 and not self.reporter.plain else "")
             if self.stopping(stop) and step < self.steps_per_epoch:
                 seconds += time.perf_counter() - began
@@ -324,18 +326,14 @@ class Trainer:
         if self.stopping(stop) and self.epoch < self.tc.epochs:
             self.interrupt(stop, saved=True)
 
-    def train_step(self, batch: Any, epoch: int, step: int):
+    def train_step(self, batch: Any):
         """One update; None when a non-finite loss was skipped (``train.on_nan: skip``)."""
         batch = to_device(batch, self.device, self.tc.channels_last)
         with runtime.autocast(self.device, self.dtype):
             out = self.task.train_step(self.net, batch)
-        if not self.finite(out.loss):
-            if self.tc.on_nan == "skip":
-                self.scheduler.step()
-                return None
-            raise CvtoolError(f"the loss became {out.loss.item()} at epoch {epoch} step {step}; "
-                              f"{self.ckpt_dir / 'last.pt'} holds the last good epoch (train.on_nan: skip "
-                              "drops such batches; a lower optim.lr often helps)")
+        if self.tc.on_nan == "skip" and not self.finite(out.loss):
+            self.scheduler.step()
+            return None
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
         if self.tc.grad_clip is not None:
@@ -345,6 +343,16 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         return out
+
+    def check_loss(self, loss_sum: torch.Tensor, epoch: int, step: int) -> None:
+        """``train.on_nan: stop``; on an accelerator only every 10 steps, to spare a sync per step."""
+        every = 1 if self.device.type == "cpu" else 10
+        if self.tc.on_nan != "stop" or (step % every and step != self.steps_per_epoch):
+            return
+        if not self.finite(loss_sum):
+            raise CvtoolError(f"the loss became {loss_sum.item()} at epoch {epoch} step {step}; "
+                              f"{self.ckpt_dir / 'last.pt'} holds the last good epoch (train.on_nan: skip "
+                              "drops such batches; a lower optim.lr often helps)")
 
     def finite(self, loss: torch.Tensor) -> bool:
         """Agreed over every process, so all of them skip or stop together."""
