@@ -21,6 +21,15 @@ def isolated(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def one_thread():
+    """Small models are latency-bound: on a busy 2-core machine, OpenMP threads only wait on each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def cli(capsys):
     """Run ``cvtool ARGS`` in-process; returns (exit code, stdout, stderr)."""
     from cvtool.cli import main

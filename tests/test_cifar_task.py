@@ -27,13 +27,7 @@ def root(cifar_src, tmp_path) -> Path:
     return Path(shutil.copytree(cifar_src, tmp_path / "cifar"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP spin-waits make 2 threads 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(root: Path, *sets: str) -> cifar.Config:

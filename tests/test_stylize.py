@@ -24,13 +24,7 @@ from cvtool.tasks import stylize as st
 TINY = ["model.weights=none", "image.size=[32,48]", "run.device=cpu", "optim.steps=6"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """VGG at 32x48 is latency-bound: two threads on a shared two-core box only wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
