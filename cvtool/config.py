@@ -47,6 +47,9 @@ class DataConfig:
     download: bool = opt(True, "fetch the dataset into root when it is missing")
     batch_size: int = opt(32, "images per training step", ge=1)
     num_workers: int = opt(2, "DataLoader worker processes (0 = load in the main process)", ge=0)
+    on_bad_image: Literal["error", "skip"] = opt(
+        "error", "a corrupt or unreadable image in the dataset: error (exit 2 naming it) or skip it (each file "
+                 "logged, the count in summary.json); test images for a submission are always an error")
 
 
 @dataclass

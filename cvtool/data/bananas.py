@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from cvtool.data.images import load_rgb
+from cvtool.data.images import load_rgb, read_or_skip
 from cvtool.data.textures import background
 from cvtool.errors import InputError
 
@@ -36,15 +36,19 @@ class Annotations:
 
     paths: list[Path]
     objects: list[list[list[float]]]
+    skipped: int = 0
 
 
-def read_labels(split_dir: Path, num_classes: int | None = None) -> Annotations:
-    """Parse and check ``split_dir/label.csv``; errors name the file and line."""
+def read_labels(split_dir: Path, num_classes: int | None = None, skip: bool = False) -> Annotations:
+    """Parse and check ``split_dir/label.csv``; errors name the file and line.
+
+    With ``skip`` the rows of an image whose header cannot be read are left out (logged once).
+    """
     csv_path = split_dir / "label.csv"
     if not csv_path.is_file():
         raise InputError(f"{csv_path} is missing; expected layout: {LAYOUT}")
     objects: dict[str, list[list[float]]] = {}
-    sizes: dict[str, tuple[int, int]] = {}
+    sizes: dict[str, tuple[int, int] | None] = {}
     try:
         with csv_path.open(newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
@@ -58,8 +62,12 @@ def read_labels(split_dir: Path, num_classes: int | None = None) -> Annotations:
                     continue
                 name, cls, box = _parse_row(row, csv_path, line, num_classes)
                 if name not in sizes:
-                    sizes[name] = _image_size(split_dir / "images" / name, csv_path, line)
-                width, height = sizes[name]
+                    sizes[name] = read_or_skip(split_dir / "images" / name,
+                                               lambda path: _image_size(path, csv_path, line), skip)
+                size = sizes[name]
+                if size is None:
+                    continue
+                width, height = size
                 if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
                     raise InputError(f"{csv_path} line {line}: box {_fmt(box)} lies outside the "
                                      f"{width}x{height} image {name}")
@@ -71,7 +79,8 @@ def read_labels(split_dir: Path, num_classes: int | None = None) -> Annotations:
     if not objects:
         raise InputError(f"{csv_path} lists no objects")
     names = list(objects)
-    return Annotations([split_dir / "images" / n for n in names], [objects[n] for n in names])
+    skipped = sum(size is None for size in sizes.values())
+    return Annotations([split_dir / "images" / n for n in names], [objects[n] for n in names], skipped)
 
 
 def _parse_row(row: list[str], csv_path: Path, line: int,
@@ -154,24 +163,35 @@ class BananaDataset(Dataset):
     """One split as {"image": uint8 (3, S, S), "labels": (max_objects, 5)} items.
 
     Label rows are [class, x1, y1, x2, y2] with coordinates divided by the image size;
-    rows past an image's objects are padding with class -1 (and zero box).
+    rows past an image's objects are padding with class -1 (and zero box). ``skip_bad``
+    leaves out the images that cannot be read, counted in ``skipped``.
     """
 
     def __init__(self, root: str | Path, split: str, image_size: int, *,
-                 num_classes: int | None = None, augment: Augment | None = None):
+                 num_classes: int | None = None, augment: Augment | None = None, skip_bad: bool = False):
         self.split_dir = Path(root) / f"bananas_{split}"
-        ann = read_labels(self.split_dir, num_classes)
-        self.paths = ann.paths
+        ann = read_labels(self.split_dir, num_classes, skip_bad)
+        self.paths: list[Path] = []
         self.image_size = image_size
         self.max_objects = max(len(o) for o in ann.objects)
-        self.images = torch.empty(len(self.paths), 3, image_size, image_size, dtype=torch.uint8)
-        self.labels = torch.zeros(len(self.paths), self.max_objects, 5)
+        self.images = torch.empty(len(ann.paths), 3, image_size, image_size, dtype=torch.uint8)
+        self.labels = torch.zeros(len(ann.paths), self.max_objects, 5)
         self.labels[..., 0] = -1
-        for i, (path, objs) in enumerate(zip(self.paths, ann.objects)):
-            self.images[i], (width, height) = load_image(path, image_size)
+        for path, objs in zip(ann.paths, ann.objects):
+            loaded = read_or_skip(path, lambda p: load_image(p, image_size), skip_bad)
+            if loaded is None:
+                continue
+            i = len(self.paths)
+            self.paths.append(path)
+            self.images[i], (width, height) = loaded
             rows = torch.tensor(objs, dtype=torch.float32)
             rows[:, 1:] /= torch.tensor([width, height, width, height], dtype=torch.float32)
             self.labels[i, : len(objs)] = rows
+        self.skipped = ann.skipped + len(ann.paths) - len(self.paths)
+        if not self.paths:
+            raise InputError(f"{self.split_dir} holds no readable image")
+        if len(self.paths) < len(ann.paths):
+            self.images, self.labels = self.images[: len(self.paths)].clone(), self.labels[: len(self.paths)].clone()
         self.augment = augment if augment is not None and augment.enabled() else None
         self._transform = self.augment.transform() if self.augment else None
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
 from cvtool.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def load_rgb(path: str | Path) -> Image.Image:
@@ -23,3 +28,17 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise InputError(f"image {path} does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InputError(f"cannot read image {path}: {exc}") from None
+
+
+def read_or_skip(path: Path, read: Callable[[Path], T], skip: bool) -> T | None:
+    """``read(path)``; with ``skip`` (data.on_bad_image: skip) an unreadable image is logged and None returned.
+
+    A missing file is not a bad image: it stays an error either way.
+    """
+    try:
+        return read(path)
+    except InputError as exc:
+        if not skip or not Path(path).is_file():
+            raise
+        log.warning("skipped: %s (data.on_bad_image: skip)", exc)
+        return None

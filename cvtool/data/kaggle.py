@@ -30,7 +30,7 @@ from rich.progress import Progress as RichProgress
 from torch.utils.data import Dataset, default_collate
 from torchvision.io import ImageReadMode, decode_png
 
-from cvtool.data.images import load_rgb
+from cvtool.data.images import load_rgb, read_or_skip
 from cvtool.data.textures import background
 from cvtool.engine.progress import is_plain
 from cvtool.errors import InputError, MissingResource
@@ -77,6 +77,18 @@ class Labeled:
     labels: torch.Tensor
     classes: list[str]
     files: list[Path]
+
+    def only(self, files: set[Path]) -> "Labeled":
+        """The rows whose image is in ``files`` (the readable ones), classes unchanged."""
+        rows = [k for k, f in enumerate(self.files) if f in files]
+        if not rows:
+            raise InputError(f"no labelled image in {self.root / 'train'} is readable")
+        return Labeled(self.root, [self.ids[k] for k in rows], self.labels[rows], self.classes,
+                       [self.files[k] for k in rows])
+
+    def readable(self) -> "Labeled":
+        """The rows whose image decodes; each unreadable one is logged (data.on_bad_image: skip)."""
+        return self.only({f for f in self.files if read_or_skip(f, load_rgb, skip=True) is not None})
 
 
 # --------------------------------------------------------------------------- locating
@@ -271,16 +283,25 @@ def decode_cifar_png(path: Path) -> torch.Tensor:
     return image
 
 
-def decode_all(files: Sequence[Path], progress: Progress | None = None) -> torch.Tensor:
-    """Decode into one preallocated (N, 3, 32, 32) tensor (sequential: 32x32 PNGs decode in ~50 us)."""
+def decode_all(files: Sequence[Path], progress: Progress | None = None,
+               skip: bool = False) -> tuple[torch.Tensor, list[Path]]:
+    """Decode into one preallocated (N, 3, 32, 32) tensor (sequential: 32x32 PNGs decode in ~50 us).
+
+    Returns the images and the files they came from: all of them, or with ``skip`` the
+    readable ones (each other one logged).
+    """
     out = torch.empty((len(files), 3, 32, 32), dtype=torch.uint8)
+    kept: list[Path] = []
     for i, path in enumerate(files):
-        out[i] = decode_cifar_png(path)
+        image = read_or_skip(path, decode_cifar_png, skip)
+        if image is not None:
+            out[len(kept)] = image
+            kept.append(path)
         if progress is not None and (i + 1) % 1000 == 0:
             progress(i + 1, len(files))
     if progress is not None:
         progress(len(files), len(files))
-    return out
+    return (out if len(kept) == len(files) else out[:len(kept)].clone()), kept
 
 
 def check_images(files: Sequence[Path]) -> None:
@@ -325,8 +346,20 @@ def writable(folder: Path) -> bool:
 
 
 def cached_train_images(labeled: Labeled, cache_dir: str | Path | None = None,
-                        progress: Progress | None = None) -> tuple[torch.Tensor, Path]:
-    """The training images of ``labeled`` in its row order, decoded at most once per folder state."""
+                        progress: Progress | None = None) -> tuple[torch.Tensor, Path | None]:
+    """The training images of ``labeled`` in its row order and the cache file holding them."""
+    _, images, path = load_train_images(labeled, cache_dir, progress)
+    return images, path
+
+
+def load_train_images(labeled: Labeled, cache_dir: str | Path | None = None, progress: Progress | None = None,
+                      skip: bool = False) -> tuple[Labeled, torch.Tensor, Path | None]:
+    """``labeled`` and its training images in row order, decoded at most once per folder state.
+
+    With ``skip`` the rows of unreadable images are left out (each logged); a folder
+    holding one is never cached, so every run logs it again and a cache always holds
+    every image of its folder.
+    """
     train = labeled.root / "train"
     key = folder_key(train, CIFAR.ext)
     name = f"cifar-train-{key}.pt"
@@ -336,9 +369,12 @@ def cached_train_images(labeled: Labeled, cache_dir: str | Path | None = None,
         if path.is_file():
             images = load_cache(path, labeled.ids)
             if images is not None:
-                return images, path
+                return labeled, images, path
     files = sort_ids([f.name[: -len(CIFAR.ext)] for f in os.scandir(train) if f.name.endswith(CIFAR.ext)])
-    all_images = decode_all([train / (i + CIFAR.ext) for i in files], progress)
+    all_images, kept = decode_all([train / (i + CIFAR.ext) for i in files], progress, skip)
+    if len(kept) < len(files):
+        labeled = labeled.only(set(kept))
+        return labeled, select_ids([f.name[: -len(CIFAR.ext)] for f in kept], all_images, labeled.ids), None
     target = next((d for d in dirs if writable(d)), None)
     if target is None:
         raise InputError(f"no writable cache folder for {labeled.root}: tried {', '.join(map(str, dirs))}; "
@@ -349,7 +385,7 @@ def cached_train_images(labeled: Labeled, cache_dir: str | Path | None = None,
     tmp = target / f".{name}.{os.getpid()}.tmp"
     torch.save({"ids": files, "images": all_images}, tmp)
     os.replace(tmp, path)
-    return select_ids(files, all_images, labeled.ids), path
+    return labeled, select_ids(files, all_images, labeled.ids), path
 
 
 def load_cache(path: Path, ids: list[str]) -> torch.Tensor | None:
@@ -371,7 +407,7 @@ def cifar_test_chunks(test_dir: Path, chunk: int = 4096,
     ids = test_ids(test_dir, CIFAR)
     for start in range(0, len(ids), chunk):
         part = ids[start:start + chunk]
-        yield part, decode_all([test_dir / (i + CIFAR.ext) for i in part])
+        yield part, decode_all([test_dir / (i + CIFAR.ext) for i in part])[0]
         if progress is not None:
             progress(start + len(part), len(ids))
 

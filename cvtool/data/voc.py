@@ -22,6 +22,7 @@ from torchvision import tv_tensors
 from torchvision.io import ImageReadMode
 from torchvision.transforms import v2
 
+from cvtool.data.images import load_rgb, read_or_skip
 from cvtool.data.textures import background, smooth_noise
 from cvtool.errors import InputError
 
@@ -140,11 +141,13 @@ class VOCSegmentation(Dataset):
     Every listed id is checked up front (files present, label size = image size, from the
     headers only); label values are checked as each label is decoded. ``min_size`` drops
     the images smaller than it (the book's treatment of images smaller than the crop);
-    ``dropped`` counts them.
+    ``dropped`` counts them. ``skip_bad`` decodes every pair up front and leaves out (and
+    counts in ``skipped``) those whose image or label cannot be read.
     """
 
     def __init__(self, root: Path, split: Literal["train", "val"], transform: Callable | None = None,
-                 *, num_classes: int = len(CLASSES), min_size: tuple[int, int] | None = None) -> None:
+                 *, num_classes: int = len(CLASSES), min_size: tuple[int, int] | None = None,
+                 skip_bad: bool = False) -> None:
         self.root = voc_root(Path(root))
         self.split = split
         self.transform = transform
@@ -152,11 +155,16 @@ class VOCSegmentation(Dataset):
         list_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
         self.ids: list[str] = []
         self.dropped = 0
+        self.skipped = 0
         for line, name in read_ids(list_file):
             image, label = self.image_path(name), self.label_path(name)
             for kind, path in (("image", image), ("label", label)):
                 if not path.is_file():
                     raise InputError(f"{list_file} line {line}: id {name} has no {kind} {path}")
+            if skip_bad and (read_or_skip(image, read_image, skip=True) is None
+                             or read_or_skip(label, load_rgb, skip=True) is None):
+                self.skipped += 1
+                continue
             size, label_size = image_size(image), image_size(label)
             if label_size != size:
                 raise InputError(f"{label}: label size {label_size[::-1]} differs from "
@@ -166,7 +174,8 @@ class VOCSegmentation(Dataset):
                 continue
             self.ids.append(name)
         if not self.ids:
-            raise InputError(f"{list_file}: no images left (all {self.dropped} smaller than the crop)")
+            unreadable = f", {self.skipped} unreadable" if self.skipped else ""
+            raise InputError(f"{list_file}: no images left (all {self.dropped} smaller than the crop{unreadable})")
 
     def image_path(self, name: str) -> Path:
         return self.root / "JPEGImages" / f"{name}.jpg"

@@ -441,6 +441,7 @@ class Trainer:
             "final": self.last_row,
             "extra": self.extra,
             "skipped_steps": self.skipped,
+            "skipped_images": self.task.metadata.get("skipped_images", 0),
             "paths": paths,
         }
         if error is not None:

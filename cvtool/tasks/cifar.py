@@ -131,6 +131,7 @@ class CifarData:
     labels: torch.Tensor
     classes: list[str]
     test: Callable[[int, kaggle.Progress], Iterator[tuple[list[str], torch.Tensor]]] | None
+    skipped: int = 0
 
 
 def detect_format(root: Path, fmt: str) -> str:
@@ -159,12 +160,12 @@ def load_data(d: Data) -> CifarData:
                 progress(min(start + chunk, len(ids)), len(ids))
 
         return CifarData(images, labels, list(kaggle.CIFAR10_CLASSES), tensor_chunks)
-    labeled = kaggle.read_labels(root, kaggle.CIFAR)
-    with kaggle.terminal_progress(f"decoding {len(labeled.ids)} training PNGs once") as progress:
-        images, _ = kaggle.cached_train_images(labeled, d.cache_dir, progress)
+    listed = kaggle.read_labels(root, kaggle.CIFAR)
+    with kaggle.terminal_progress(f"decoding {len(listed.ids)} training PNGs once") as progress:
+        labeled, images, _ = kaggle.load_train_images(listed, d.cache_dir, progress, d.on_bad_image == "skip")
     test_dir = root / "test"
     test = (lambda chunk, progress: kaggle.cifar_test_chunks(test_dir, chunk, progress)) if test_dir.is_dir() else None
-    return CifarData(images, labeled.labels, labeled.classes, test)
+    return CifarData(images, labeled.labels, labeled.classes, test, len(listed.ids) - len(labeled.ids))
 
 
 def data_device(cfg: Config) -> torch.device:
@@ -269,7 +270,8 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
         name=NAME, config=cfg, model=build_model(cfg), train_data=train, val_data=val,
         train_step=make_train_step(cfg, augment), evaluate=make_evaluate(cfg, augment), columns=COLUMNS,
         best_metric="val_acc", best_mode="max", collate_fn=kaggle.collate, finish=finish,
-        metadata={"classes": data.classes, "train_size": len(train), "val_size": len(val)},
+        metadata={"classes": data.classes, "train_size": len(train), "val_size": len(val),
+                  "skipped_images": data.skipped},
     )
 
 

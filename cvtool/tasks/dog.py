@@ -277,7 +277,11 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     if len(labeled.classes) != cfg.model.num_classes:
         raise c.ConfigError(f"model.num_classes is {cfg.model.num_classes} but {root / kaggle.DOGS.labels_csv} "
                             f"has {len(labeled.classes)} breeds")
-    kaggle.check_images(labeled.files)
+    listed = len(labeled.ids)
+    if d.on_bad_image == "skip":
+        labeled = labeled.readable()
+    else:
+        kaggle.check_images(labeled.files)
     columns, header = submission_layout(root, labeled.classes)
     train_idx, val_idx = kaggle.split_indices(labeled.labels, d.split, d.valid_ratio, d.split_seed)
     model = make_model(cfg, cfg.model.weights)
@@ -308,7 +312,7 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
         train_step=make_train_step(cached), evaluate=make_evaluate(cached), columns=COLUMNS,
         best_metric="val_loss", best_mode="min", collate_fn=kaggle.collate,
         param_groups=groups, train_mode=train_mode, finish=finish,
-        metadata={"classes": labeled.classes, "columns": header},
+        metadata={"classes": labeled.classes, "columns": header, "skipped_images": listed - len(labeled.ids)},
     )
 
 

@@ -163,10 +163,11 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
                             f"use width 64 or model.weights: none")
     root = hub.ensure(Path(d.root), "voc2012", d.download, voc.LAYOUT)
     drop = crop if d.small_images == "drop" else None
+    skip = d.on_bad_image == "skip"
     train = VOCSegmentation(root, "train", voc.train_transform(crop, flip=d.flip, scale_range=tuple(zoom)),
-                            num_classes=m.num_classes, min_size=drop)
+                            num_classes=m.num_classes, min_size=drop, skip_bad=skip)
     val = VOCSegmentation(root, "val", voc.random_crop(crop) if d.val_crop else None,
-                          num_classes=m.num_classes, min_size=drop if d.val_crop else None)
+                          num_classes=m.num_classes, min_size=drop if d.val_crop else None, skip_bad=skip)
     for split in (train, val):
         if split.dropped and rank_zero:
             log.warning("%s: dropped %d of %d images smaller than the %dx%d crop (data.small_images: drop)",
@@ -183,7 +184,8 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
         name=NAME, config=cfg, model=model, train_data=train, val_data=val,
         train_step=train_step, evaluate=make_evaluate(classes), columns=COLUMNS,
         best_metric="val_miou", best_mode="max", collate_fn=voc.pad_collate, finish=finish,
-        metadata={"classes": classes, "dropped_small_images": {"train": train.dropped, "val": val.dropped}},
+        metadata={"classes": classes, "dropped_small_images": {"train": train.dropped, "val": val.dropped},
+                  "skipped_images": train.skipped + val.skipped},
     )
 
 

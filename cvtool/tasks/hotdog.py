@@ -80,8 +80,9 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     d = cfg.data
     root = hub.ensure(Path(d.root), "hotdog", d.download, LAYOUT)
     view = transforms.classify_train(d.image_size, d.mean, d.std) if d.augment else eval_transform(cfg)
-    train = ClassFolders(root / "train", view)
-    val = ClassFolders(root / "test", eval_transform(cfg), classes=train.classes)
+    skip = d.on_bad_image == "skip"
+    train = ClassFolders(root / "train", view, skip_bad=skip)
+    val = ClassFolders(root / "test", eval_transform(cfg), classes=train.classes, skip_bad=skip)
     if len(train.classes) != cfg.model.num_classes:
         raise c.ConfigError(f"model.num_classes is {cfg.model.num_classes} but {root / 'train'} "
                             f"holds {len(train.classes)} classes")
@@ -93,7 +94,7 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
         best_metric="val_acc", best_mode="max",
         param_groups=lambda m: classify.head_groups(m, m.fc, cfg.finetune.head_lr_mult),
         train_mode=train_mode,
-        metadata={"classes": train.classes},
+        metadata={"classes": train.classes, "skipped_images": train.skipped + val.skipped},
     )
 
 

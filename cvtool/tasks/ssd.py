@@ -249,8 +249,10 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     d = cfg.data
     root = hub.ensure(Path(d.root), "banana-detection", d.download, LAYOUT)
     augment = Augment(flip=d.flip, scale_jitter=d.scale_jitter)
-    train = BananaDataset(root, "train", d.image_size, num_classes=cfg.model.num_classes, augment=augment)
-    val = BananaDataset(root, "val", d.image_size, num_classes=cfg.model.num_classes)
+    skip = d.on_bad_image == "skip"
+    train = BananaDataset(root, "train", d.image_size, num_classes=cfg.model.num_classes, augment=augment,
+                          skip_bad=skip)
+    val = BananaDataset(root, "val", d.image_size, num_classes=cfg.model.num_classes, skip_bad=skip)
     model = build_model(cfg)
     anchors = model.anchors_for(d.image_size, d.image_size)
     return Task(
@@ -260,7 +262,8 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
         train_step=train_step, evaluate=make_evaluate(cfg), columns=COLUMNS,
         best_metric="val_map50", best_mode="max",
         finish=make_finish(cfg, val, list(d.classes)),
-        metadata={"classes": list(d.classes), "image_size": d.image_size},
+        metadata={"classes": list(d.classes), "image_size": d.image_size,
+                  "skipped_images": train.skipped + val.skipped},
     )
 
 
