@@ -15,7 +15,7 @@ from cvtool.engine import checkpoint
 
 pytestmark = pytest.mark.slow
 
-TRIALS = 3
+TRIALS = 10
 
 
 def test_kill_9_then_resume(hotdog_root, tmp_path):
