@@ -310,3 +310,12 @@ def test_batch_augment_normalises_and_only_randomises_training():
     y = torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8)
     assert torch.equal(aug(y, train=False), aug(y, train=False))
     assert not torch.equal(aug(y, train=True), aug(y, train=False))
+
+
+def test_a_tiny_sample_may_list_more_ids_than_it_has_images(tmp_path):
+    root = kaggle.synthesize_dogs(tmp_path / "dogs", n_train=12, n_test=2, classes=3, seed=1)
+    with open(root / "labels.csv", "a", encoding="utf-8") as fh:
+        fh.write("ffffffffffffffffffffffffffffffff,breed_000\n")
+    with pytest.raises(InputError, match="unknown id ffff"):
+        kaggle.read_labels(root, kaggle.DOGS)
+    assert len(kaggle.read_labels(root, kaggle.DOGS, sample=True).ids) == 12

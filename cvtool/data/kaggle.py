@@ -171,8 +171,12 @@ def known_classes(root: Path, layout: Layout) -> list[str] | None:
     return sorted(columns)
 
 
-def read_labels(root: str | Path, layout: Layout) -> Labeled:
-    """The CSV's rows, each checked: an id with an image, seen once, with a known class."""
+def read_labels(root: str | Path, layout: Layout, sample: bool = False) -> Labeled:
+    """The CSV's rows, each checked: an id with an image, seen once, with a known class.
+
+    ``sample``: the folder is one of the book's tiny samples, which may keep the whole
+    competition CSV beside a subset of its images, so rows without an image are left out.
+    """
     root = Path(root)
     path = root / layout.labels_csv
     train = root / "train"
@@ -190,6 +194,8 @@ def read_labels(root: str | Path, layout: Layout) -> Labeled:
         if ident in seen:
             raise InputError(f"{path} line {line}: duplicate id {ident} (first on line {seen[ident]})")
         if ident + layout.ext not in present:
+            if sample:
+                continue
             raise InputError(f"{path} line {line}: unknown id {ident}: no image train/{ident}{layout.ext}")
         if not label:
             raise InputError(f"{path} line {line}: id {ident} has no {layout.label_column}")

@@ -160,7 +160,7 @@ def load_data(d: Data) -> CifarData:
                 progress(min(start + chunk, len(ids)), len(ids))
 
         return CifarData(images, labels, list(kaggle.CIFAR10_CLASSES), tensor_chunks)
-    listed = kaggle.read_labels(root, kaggle.CIFAR)
+    listed = kaggle.read_labels(root, kaggle.CIFAR, sample=d.tiny)
     with kaggle.terminal_progress(f"decoding {len(listed.ids)} training PNGs once") as progress:
         labeled, images, _ = kaggle.load_train_images(listed, d.cache_dir, progress, d.on_bad_image == "skip")
     test_dir = root / "test"

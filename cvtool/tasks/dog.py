@@ -273,7 +273,7 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     check(cfg)
     d = cfg.data
     root = kaggle.locate(d.root, kaggle.DOGS, d.download, d.tiny)
-    labeled = kaggle.read_labels(root, kaggle.DOGS)
+    labeled = kaggle.read_labels(root, kaggle.DOGS, sample=cfg.data.tiny)
     if len(labeled.classes) != cfg.model.num_classes:
         raise c.ConfigError(f"model.num_classes is {cfg.model.num_classes} but {root / kaggle.DOGS.labels_csv} "
                             f"has {len(labeled.classes)} breeds")
