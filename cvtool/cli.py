@@ -236,8 +236,10 @@ def predict(
     if not images and kaggle_test is None:
         raise InputError("give at least one IMAGE (or --kaggle-test DIR)")
     for image in images or []:
-        if not image.is_file():
+        if not image.exists():
             raise InputError(f"image {image} does not exist")
+        if not image.is_file():
+            raise InputError(f"image {image} is not a file")
     dev = runtime.select_device(device)
     model = module.build_model(cfg)
     try:
@@ -300,7 +302,8 @@ def config_validate(file: Path = typer.Argument(..., help="A YAML config file.")
 
 @data_app.command("fetch")
 def data_fetch(name: str = typer.Argument(..., help="hotdog | banana-detection | voc2012 | cifar10_tiny | dog_tiny"),
-               root: Optional[Path] = typer.Option(None, "--root", help="Target folder (default data/<name>)."),
+               root: Optional[Path] = typer.Option(
+                   None, "--root", help="Target folder (default: where the configs look, e.g. data/VOCdevkit)."),
                url: Optional[str] = typer.Option(None, "--url", help="Download from this mirror URL instead.")) -> None:
     """Download a dataset archive, verify its SHA-1 and extract it safely."""
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
@@ -308,7 +311,7 @@ def data_fetch(name: str = typer.Argument(..., help="hotdog | banana-detection |
     from cvtool.data import hub
 
     arc = hub.archive(name)
-    target = root or Path("data") / name
+    target = root or Path("data") / (arc.folder or arc.name)
     with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
                   console=None, disable=not sys.stderr.isatty()) as bar:
         job = bar.add_task(f"fetch {name}", total=None)

@@ -27,14 +27,19 @@ class Archive:
     name: str
     url: str
     sha1: str
+    folder: str = ""  # the archive's top-level folder: `data fetch`'s default target, as in the configs
 
 
 ARCHIVES = {a.name: a for a in (
-    Archive("hotdog", BASE + "hotdog.zip", "fba480ffa8aa7e0febbb511d181409f899b9baa5"),
-    Archive("banana-detection", BASE + "banana-detection.zip", "5de26c8fce5ccdea9f91267273464dc968d20d72"),
-    Archive("voc2012", BASE + "VOCtrainval_11-May-2012.tar", "4e443f8a2eca6b1dac8a6c57641b67dd40621a49"),
-    Archive("cifar10_tiny", BASE + "kaggle_cifar10_tiny.zip", "2068874e4b9a9f0fb07ebe0ad2b29754449ccacd"),
-    Archive("dog_tiny", BASE + "kaggle_dog_tiny.zip", "0cb91d09b814ecdc07b50f31f8dcad3e81d6a86d"),
+    Archive("hotdog", BASE + "hotdog.zip", "fba480ffa8aa7e0febbb511d181409f899b9baa5", "hotdog"),
+    Archive("banana-detection", BASE + "banana-detection.zip", "5de26c8fce5ccdea9f91267273464dc968d20d72",
+            "banana-detection"),
+    Archive("voc2012", BASE + "VOCtrainval_11-May-2012.tar", "4e443f8a2eca6b1dac8a6c57641b67dd40621a49",
+            "VOCdevkit"),
+    Archive("cifar10_tiny", BASE + "kaggle_cifar10_tiny.zip", "2068874e4b9a9f0fb07ebe0ad2b29754449ccacd",
+            "kaggle_cifar10_tiny"),
+    Archive("dog_tiny", BASE + "kaggle_dog_tiny.zip", "0cb91d09b814ecdc07b50f31f8dcad3e81d6a86d",
+            "kaggle_dog_tiny"),
 )}
 
 Progress = Callable[[int, int | None], None]

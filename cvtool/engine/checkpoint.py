@@ -52,8 +52,10 @@ def sync_dir(folder: Path) -> None:
 
 def load(path: Path) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} is not a file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the restricted unpickler fails on garbage in many ways

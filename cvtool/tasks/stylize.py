@@ -392,23 +392,6 @@ class StepProgress:
             self.bar = None
 
 
-class Metrics:
-    """metrics.csv, appended a batch of rows at a time (one fsync per batch, not per step)."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        if path is not None:
-            rundir.MetricsLog(path, COLUMNS).start(0)
-
-    def append(self, rows: list[dict[str, float]]) -> None:
-        if self.path is None or not rows:
-            return
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.writelines(",".join(rundir.format_cell(r[k]) for k in COLUMNS) + "\n" for r in rows)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-
 # --------------------------------------------------------------------------- the command
 
 
@@ -498,7 +481,9 @@ def stylize(cfg: Config, content_path: str | Path, style_path: str | Path, outpu
         if cfg.run.save_every:
             snapshots_dir = run_dir / "snapshots"
             snapshots_dir.mkdir(exist_ok=True)
-    metrics = Metrics(run_dir / "metrics.csv" if run_dir is not None else None)
+    metrics = rundir.MetricsLog(run_dir / "metrics.csv", COLUMNS) if run_dir is not None else None
+    if metrics is not None:
+        metrics.start(0)
 
     content_px, style_px = content_px.to(device), style_px.to(device)
     chroma = resize(content_px, out_hw)
@@ -548,7 +533,8 @@ def stylize(cfg: Config, content_path: str | Path, style_path: str | Path, outpu
                 snapshot = snapshots_dir is not None and done % cfg.run.save_every == 0
                 if len(pending) == FLUSH_EVERY or snapshot or k == steps - 1:
                     rows = flush(pending, done)
-                    metrics.append(rows)
+                    if metrics is not None:
+                        metrics.append(*rows)
                     last = rows[-1]
                     progress.losses(last)
                     pending = []
