@@ -242,11 +242,7 @@ def predict(
             raise InputError(f"image {image} is not a file")
     dev = runtime.select_device(device)
     model = module.build_model(cfg)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise InputError(f"checkpoint {checkpoint_path} does not fit {command}'s model: "
-                         f"{str(exc).strip().splitlines()[0]}") from None
+    load_weights(model, ckpt, checkpoint_path)
     model.to(dev).eval()
     options = {k: v for k, v in {"out": out, "threshold": threshold, "kaggle_test": kaggle_test}.items()
                if v is not None}
@@ -258,12 +254,73 @@ def predict(
         typer.echo(format_prediction(r))
 
 
+def load_weights(model: Any, ckpt: dict[str, Any], path: Path) -> None:
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise InputError(f"checkpoint {path} does not fit {ckpt['task']}'s model: "
+                         f"{str(exc).strip().splitlines()[0]}") from None
+
+
 def format_prediction(result: dict[str, Any]) -> str:
     head = result.get("image", "")
     if "class" in result:
         return f"{head}: {result['class']} ({result['probability']:.3f})"
     rest = {k: v for k, v in result.items() if k != "image"}
     return f"{head}: {json.dumps(rest, default=str)}"
+
+
+# --------------------------------------------------------------------------- eval
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint_path: Path = typer.Option(..., "--checkpoint", help="A checkpoint written by a train command."),
+    overrides: list[str] = typer.Option([], "--set", "-s",
+                                        help="Change the checkpoint's config: a.b=VALUE, e.g. data.root=DIR."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON result object on stdout."),
+) -> None:
+    """Score a checkpoint on its task's validation set, with the metrics training reports."""
+    import torch
+
+    from cvtool.engine import checkpoint, runtime, trainer
+
+    ckpt = checkpoint.load(checkpoint_path)
+    command = ckpt["task"]
+    module = tasks.module(command)
+    if not hasattr(module, "build"):
+        raise InputError(f"checkpoint {checkpoint_path} is from {command}, which has no validation set")
+    sets = [*overrides, *(f"{key}={json.dumps(value)}" for key, value in getattr(module, "EVAL_SETTINGS", {}).items())]
+    cfg = load_config(command, None, sets, {"train.device": device}, base=ckpt["config"])
+    dev = runtime.select_device(cfg.train.device)
+    runtime.seed_everything(cfg.train.seed)
+    task = module.build(cfg)
+    trained_on = ckpt.get("metadata", {}).get("classes")
+    if trained_on is not None and task.metadata.get("classes") not in (None, trained_on):
+        raise InputError(f"{cfg.data.root} has other classes than checkpoint {checkpoint_path} was trained on "
+                         f"({len(task.metadata['classes'])} vs {len(trained_on)}: "
+                         f"{', '.join(map(str, task.metadata['classes'][:3]))}, ... vs "
+                         f"{', '.join(map(str, trained_on[:3]))}, ...)")
+    if len(task.val_data) == 0:
+        raise InputError(f"{command}'s validation set is empty with this config (data.root {cfg.data.root}); "
+                         f"a run on every labelled image has nothing left to score")
+    load_weights(task.model, ckpt, checkpoint_path)
+    model = task.model.to(dev).eval()
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    runtime.configure(dev, cfg.train.deterministic)
+    metrics = trainer.evaluate(task, model, trainer.val_loader(task, dev), dev,
+                               runtime.amp_dtype(dev, cfg.train.amp), cfg.train.channels_last)
+    result = {"task": command, "checkpoint": str(checkpoint_path), "epoch": ckpt.get("epoch"),
+              "data_root": str(cfg.data.root), "items": len(task.val_data), "device": str(dev), "metrics": metrics}
+    if as_json:
+        emit(result, True)
+        return
+    typer.echo(f"{command}: {checkpoint_path} (epoch {ckpt.get('epoch')}) on {len(task.val_data)} "
+               f"validation items from {cfg.data.root}")
+    for name, value in metrics.items():
+        typer.echo(f"  {name:<14} {value:.4g}")
 
 
 # --------------------------------------------------------------------------- config

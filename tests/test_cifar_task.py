@@ -81,6 +81,19 @@ def test_a_few_steps_lower_the_loss(root, arch, augment, lr):
     assert set(metrics) == {"val_loss", "val_acc"} and 0 <= metrics["val_acc"] <= 1
 
 
+def test_train_step_smooths_labels_after_the_batch_augmentation(root):
+    cfg = config(root, "loss.label_smoothing=0.2", "data.augment=flip_translate")
+    task = cifar.build(cfg)
+    model = task.model.eval()
+    images, labels = task.train_data.__getitems__(list(range(8)))
+    torch.manual_seed(1)
+    out = task.train_step(model, (images, labels))
+    torch.manual_seed(1)
+    logits = model(cifar.augmenter(cfg)(images, train=True))
+    assert torch.allclose(out.loss, torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.2))
+    assert out.stats["acc"][0] == (logits.argmax(1) == labels).sum() and out.count == 8
+
+
 def read_submission(path: Path) -> list[list[str]]:
     return list(csv.reader(open(path)))
 

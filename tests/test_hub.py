@@ -100,6 +100,7 @@ def test_train_command_fetches_when_download_is_on(server, tmp_path, monkeypatch
     (root / "hotdog.zip").write_bytes(buf.getvalue())
     sha = hashlib.sha1(buf.getvalue()).hexdigest()
     monkeypatch.setitem(hub.ARCHIVES, "hotdog", hub.Archive("hotdog", url + "hotdog.zip", sha))
+    monkeypatch.delenv("CVTOOL_OFFLINE")  # the suite's guard against implicit downloads; this one is local
     code, _, err = cli("finetune-hotdog", "--set", "data.root=fetched/hotdog", "--set", "model.weights=none",
                        "--set", "data.image_size=32", "--set", "data.num_workers=0", "--epochs", "1",
                        "--max-steps", "1", "--device", "cpu")

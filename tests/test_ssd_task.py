@@ -14,6 +14,7 @@ from PIL import Image
 from cvtool import config as cfglib
 from cvtool.data.bananas import Augment, BananaDataset, read_labels, synthesize
 from cvtool.errors import InputError, MissingResource
+from cvtool.models.tinyssd import TinySSD
 from cvtool.ops.boxes import multibox_target
 from cvtool.tasks import ssd
 
@@ -169,6 +170,24 @@ def test_cached_targets_match_targets_from_labels(synth):
     task.model.eval()
     with torch.no_grad():
         assert torch.allclose(task.train_step(task.model, batch).loss, task.train_step(task.model, plain).loss)
+
+
+def test_anchors_are_made_once_per_size_and_device_and_stay_out_of_checkpoints():
+    model = TinySSD(num_classes=1, width=0.25).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        first, again = model(x)[0], model(x)[0]
+        wide = model(torch.rand(1, 3, 64, 128))[0]
+    assert again is first and model.anchors_for(64, 64) is first
+    assert wide.shape[1] == 4 * (8 * 16 + 4 * 8 + 2 * 4 + 1 * 2 + 1)
+    assert torch.equal(model.anchors_for(64, 128), wide)
+    state = model.state_dict()
+    assert not any("anchor" in k for k in state)
+    fresh = TinySSD(num_classes=1, width=0.25)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.anchors_for(64, 64), first)
+    model.to("meta")
+    assert model(x.to("meta"))[0].device.type == "meta" and model.anchors_for(64, 64).device.type == "cpu"
 
 
 def test_train_steps_lower_the_loss_then_evaluate_finish_predict(synth, tmp_path):

@@ -7,6 +7,7 @@ second; the maths does not care whether the features mean anything.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from PIL import Image
 
 from cvtool import config as c
 from cvtool.cli import main
+from cvtool.engine.progress import Reporter
 from cvtool.errors import InputError
 from cvtool.models import vgg
 from cvtool.tasks import stylize as st
@@ -107,6 +109,25 @@ def test_loss_falls_and_the_output_has_the_asked_size(pics, tmp_path):
     assert summary["status"] == "done" and summary["size"] == [32, 48] and summary["steps"] == 12
     assert result["warnings"] and "meaningless" in result["warnings"][0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png", "run"]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_line_per_flush_when_plain_and_a_bar_on_a_terminal(pics, tmp_path, monkeypatch):
+    content, style = pics
+    monkeypatch.setattr(st, "FLUSH_EVERY", 2)
+    plain = io.StringIO()
+    st.stylize(tiny(), content, style, tmp_path / "a.png", reporter=Reporter(plain))
+    steps = [line.split()[1] for line in plain.getvalue().splitlines() if line.startswith("step ")]
+    assert steps == ["2/6", "4/6", "6/6"] and "\x1b" not in plain.getvalue()
+    monkeypatch.delenv("CI")
+    terminal = Terminal()
+    st.stylize(tiny(), content, style, tmp_path / "b.png", reporter=Reporter(terminal))
+    shown = terminal.getvalue()
+    assert "stylize 32x48" in shown and "6/6" in shown and "loss " in shown and "step 6/6" not in shown
 
 
 def test_style_loss_alone_falls_and_runs_repeat_exactly(pics, tmp_path):

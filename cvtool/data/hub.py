@@ -8,6 +8,7 @@ failure leaves neither a partial archive nor a half-extracted folder behind.
 from __future__ import annotations
 
 import hashlib
+import os
 import tarfile
 import tempfile
 import zipfile
@@ -56,9 +57,13 @@ def ensure(root: Path, name: str, download: bool, layout: str) -> Path:
     root = Path(root)
     if root.exists():
         return root
+    fix = f"run `cvtool data fetch {name} --root {root}`"
     if not download:
         raise MissingResource(f"dataset folder {root} does not exist (expected {layout}); "
-                              f"run `cvtool data fetch {name} --root {root}` or set data.download: true")
+                              f"{fix} or set data.download: true")
+    if os.environ.get("CVTOOL_OFFLINE"):
+        raise MissingResource(f"dataset folder {root} does not exist (expected {layout}) and CVTOOL_OFFLINE is set; "
+                              f"{fix} where the archive can be reached, or copy the data there")
     fetch(archive(name), root)
     return root
 

@@ -1,7 +1,8 @@
 """What a person (or a CI log) sees while a run trains.
 
-On a terminal: a rich progress bar and a small table per epoch. When the stream is not
-a TTY or ``CI`` is set: one plain line per epoch, no ANSI codes, so logs stay greppable.
+On a terminal: a rich progress bar and a small table per epoch (stylize: a bar per scale).
+When the stream is not a TTY or ``CI`` is set: one plain line per epoch, no ANSI codes, so
+logs stay greppable.
 """
 
 from __future__ import annotations
@@ -43,13 +44,17 @@ class Reporter:
             self.console.print(message)
 
     def start_epoch(self, epoch: int, epochs: int, steps: int, done: int = 0) -> None:
+        self.start_bar(f"epoch {epoch}/{epochs}", steps, done)
+
+    def start_bar(self, label: str, steps: int, done: int = 0, bar_width: int = 40) -> None:
+        """A transient bar of ``steps`` named ``label``; nothing when quiet or plain."""
         if self.quiet or self.plain:
             return
-        self.progress = Progress(TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+        self.progress = Progress(TextColumn(label), BarColumn(bar_width=bar_width), MofNCompleteColumn(),
                                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                                  console=self.console, transient=True)
         self.progress.start()
-        self.task_id = self.progress.add_task("train", total=steps, completed=done, status="")
+        self.task_id = self.progress.add_task(label, total=steps, completed=done, status="")
 
     def step(self, status: str = "") -> None:
         if self.progress is not None:

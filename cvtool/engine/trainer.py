@@ -57,6 +57,30 @@ def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> 
     return batch
 
 
+def ignore_sigint(_worker_id: int) -> None:
+    """Workers leave Ctrl-C to the main process, which saves before it stops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def val_loader(task: Task, device: torch.device) -> DataLoader:
+    data = task.config.data
+    return DataLoader(task.val_data, batch_size=data.batch_size, shuffle=False, collate_fn=task.collate_fn,
+                      pin_memory=device.type == "cuda", num_workers=data.num_workers,
+                      worker_init_fn=ignore_sigint if data.num_workers else None)
+
+
+def evaluate(task: Task, net: nn.Module, loader: DataLoader, device: torch.device, dtype: torch.dtype | None,
+             channels_last: bool, batches: int | None = None) -> dict[str, float]:
+    """The task's metrics over the first ``batches`` batches of ``loader`` (all by default).
+
+    Training's validation and ``cvtool eval`` both come here, so a checkpoint scores the
+    same in both; the caller puts the model in eval mode.
+    """
+    stream: Iterable = (to_device(b, device, channels_last) for b in islice(loader, batches))
+    with torch.no_grad(), runtime.autocast(device, dtype):
+        return task.evaluate(net, stream, device)
+
+
 def build_optimizer(groups: list[dict], optim: cfglib.OptimConfig) -> torch.optim.Optimizer:
     params = []
     for g in groups:
@@ -122,11 +146,6 @@ class StopFlag:
         return self.signum is not None
 
 
-def ignore_sigint(_worker_id: int) -> None:
-    """Workers leave Ctrl-C to the main process, which saves before it stops."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 class Trainer:
     def __init__(self, task: Task, run: Run, reporter: Reporter):
         self.task = task
@@ -167,8 +186,7 @@ class Trainer:
         self.train_loader = DataLoader(task.train_data, batch_size=self.rank_batch, sampler=self.sampler,
                                        collate_fn=task.collate_fn, pin_memory=pin, generator=self.loader_gen,
                                        **workers)
-        self.val_loader = DataLoader(task.val_data, batch_size=data.batch_size, shuffle=False,
-                                     collate_fn=task.collate_fn, pin_memory=pin, **workers)
+        self.val_loader = val_loader(task, self.device)
         self.steps_per_epoch = self.limit(len(self.train_loader))
         if self.steps_per_epoch == 0:
             raise InputError("the training set is empty")
@@ -390,10 +408,8 @@ class Trainer:
         metrics: dict[str, float] = {}
         if self.main:
             self.model.eval()
-            batches: Iterable = (to_device(b, self.device, self.tc.channels_last)
-                                 for b in islice(self.val_loader, self.limit(len(self.val_loader))))
-            with torch.no_grad(), runtime.autocast(self.device, self.dtype):
-                metrics = self.task.evaluate(self.eval_net, batches, self.device)
+            metrics = evaluate(self.task, self.eval_net, self.val_loader, self.device, self.dtype,
+                               self.tc.channels_last, self.limit(len(self.val_loader)))
         return runtime.broadcast(metrics)
 
     def improved(self, value: float | None) -> bool:

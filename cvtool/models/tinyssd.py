@@ -56,18 +56,32 @@ class TinySSD(nn.Module):
             nn.Conv2d(c, self.num_anchors * (num_classes + 1), 3, padding=1) for c in channels)
         self.bbox_predictors = nn.ModuleList(
             nn.Conv2d(c, self.num_anchors * 4, 3, padding=1) for c in channels)
+        # A plain dict, not a buffer: checkpoints stay as they were, and each device gets its own entry.
+        self._anchor_cache: dict[tuple, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        anchors, cls_preds, bbox_preds = [], [], []
-        for block, sizes, cls_head, bbox_head in zip(
-                self.blocks, self.sizes, self.cls_predictors, self.bbox_predictors):
+        maps, cls_preds, bbox_preds = [], [], []
+        for block, cls_head, bbox_head in zip(self.blocks, self.cls_predictors, self.bbox_predictors):
             x = block(x)
-            anchors.append(multibox_prior(x, sizes, self.ratios))
+            maps.append((x.shape[-2], x.shape[-1]))
             cls_preds.append(_flatten(cls_head(x)))
             bbox_preds.append(_flatten(bbox_head(x)))
         cls = torch.cat(cls_preds, dim=1)
-        return (torch.cat(anchors, dim=1), cls.reshape(cls.shape[0], -1, self.num_classes + 1),
+        return (self._anchors(maps, x.device), cls.reshape(cls.shape[0], -1, self.num_classes + 1),
                 torch.cat(bbox_preds, dim=1))
+
+    def _anchors(self, maps: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
+        """Anchors (1, A, 4) of feature maps of these sizes, made once per sizes and device.
+
+        They depend on nothing else (multibox_prior is float32 whatever the input dtype), so
+        every forward at a training or prediction size reuses the same tensor.
+        """
+        key = (tuple(maps), device)
+        if key not in self._anchor_cache:
+            empty = [torch.empty(1, 0, h, w, device=device) for h, w in maps]
+            self._anchor_cache[key] = torch.cat(
+                [multibox_prior(m, s, self.ratios) for m, s in zip(empty, self.sizes)], dim=1)
+        return self._anchor_cache[key]
 
     def feature_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """Spatial sizes of the five prediction maps for an input of height x width."""
@@ -82,5 +96,4 @@ class TinySSD(nn.Module):
 
     def anchors_for(self, height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """The anchors forward() returns for this input size, without running the network."""
-        maps = [torch.empty(1, 0, h, w, device=device) for h, w in self.feature_sizes(height, width)]
-        return torch.cat([multibox_prior(m, s, self.ratios) for m, s in zip(maps, self.sizes)], dim=1)
+        return self._anchors(self.feature_sizes(height, width), torch.device(device))

@@ -4,7 +4,9 @@
 - ``build(cfg, rank_zero=True) -> cvtool.tasks.base.Task``: data, model, loss and metrics;
 - ``build_model(cfg) -> nn.Module``: the bare architecture (no pretrained download), so
   ``cvtool predict`` can rebuild it from a checkpoint's saved config;
-- ``predict(model, cfg, metadata, paths, device, options) -> list[dict]``.
+- ``predict(model, cfg, metadata, paths, device, options) -> list[dict]``;
+- optionally ``EVAL_SETTINGS``: config keys ``cvtool eval`` sets before ``build`` (no
+  pretrained download; nothing computed from weights the checkpoint replaces).
 
 ``COMMANDS`` maps a command name to its module; a command whose module is absent is
 listed by ``cvtool --help`` and says it is not built yet.

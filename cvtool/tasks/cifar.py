@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
@@ -192,10 +191,7 @@ def make_train_step(cfg: Config, augment: BatchAugment) -> Callable[[nn.Module, 
         x = augment(x, train=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
-        correct = (logits.argmax(1) == y).sum()
-        return StepOutput(loss=loss, count=len(y), stats={"acc": (correct, len(y))})
+        return classify.train_step(model, (x, y), label_smoothing=smoothing)
 
     return train_step
 

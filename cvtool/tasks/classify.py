@@ -19,10 +19,12 @@ from cvtool.tasks.base import StepOutput
 COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")
 
 
-def train_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
+def train_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
+               label_smoothing: float = 0.0) -> StepOutput:
+    """Cross-entropy and accuracy of one batch; ``label_smoothing`` softens the training loss only."""
     x, y = batch
     logits = model(x)
-    loss = F.cross_entropy(logits, y)
+    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
     correct = (logits.argmax(1) == y).sum()
     return StepOutput(loss=loss, count=len(y), stats={"acc": (correct, len(y))})
 

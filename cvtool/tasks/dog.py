@@ -28,6 +28,9 @@ from cvtool.tasks import classify
 from cvtool.tasks.base import StepOutput, Task
 
 NAME = "train-dog"
+# `cvtool eval`: the checkpoint holds every weight, and features cached from a
+# freshly built backbone would not be the trained model's.
+EVAL_SETTINGS = {"model.weights": None, "finetune.cache_features": False}
 COLUMNS = ("train_loss", "val_loss", "val_acc", "val_top5")
 
 

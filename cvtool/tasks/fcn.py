@@ -30,6 +30,8 @@ from cvtool.ops.segmentation_metrics import ConfusionMatrix, background_only_mio
 from cvtool.tasks.base import StepOutput, Task
 
 NAME = "train-fcn"
+# `cvtool eval`: the checkpoint holds every weight, so nothing pretrained is loaded.
+EVAL_SETTINGS = {"model.weights": None}
 COLUMNS = ("train_loss", "train_pixel_acc", "val_loss", "val_pixel_acc", "val_mean_class_acc", "val_miou")
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

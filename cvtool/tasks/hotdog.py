@@ -22,6 +22,8 @@ from cvtool.tasks import classify
 from cvtool.tasks.base import Task
 
 NAME = "finetune-hotdog"
+# `cvtool eval`: the checkpoint holds every weight, so nothing pretrained is loaded.
+EVAL_SETTINGS = {"model.weights": None}
 
 
 @dataclass

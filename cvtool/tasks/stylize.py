@@ -353,43 +353,16 @@ def make_step(net: vgg.VGGFeatures, targets: Targets, weights: Loss, device: tor
 # --------------------------------------------------------------------------- progress
 
 
-class StepProgress:
-    """A rich bar with the losses on a terminal; one plain line per flush otherwise."""
+SHORT = {"total": "loss", "content": "c", "style": "s", "tv": "tv"}  # bar status names
 
-    def __init__(self, reporter: Reporter, total: int):
-        self.reporter = reporter
-        self.total = total
-        self.bar = None
-        self.task_id = None
 
-    def start_scale(self, hw: tuple[int, int], steps: int) -> None:
-        if self.reporter.quiet or self.reporter.plain:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-        from rich.progress import Progress as Bar
-
-        self.bar = Bar(TextColumn(f"stylize {hw[0]}x{hw[1]}"), BarColumn(bar_width=20), MofNCompleteColumn(),
-                       TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                       console=self.reporter.console, transient=True)
-        self.bar.start()
-        self.task_id = self.bar.add_task("stylize", total=steps, status="")
-
-    def advance(self) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task_id, advance=1)
-
-    def losses(self, row: dict[str, float]) -> None:
-        text = " ".join(f"{k}={fmt(v)}" for k, v in row.items() if k != "step")
-        if self.bar is not None:
-            short = {"total": "loss", "content": "c", "style": "s", "tv": "tv"}
-            self.bar.update(self.task_id, status=" ".join(f"{short[k]} {fmt(row[k])}" for k in short))
-        else:
-            self.reporter.info(f"step {int(row['step'])}/{self.total} {text}")
-
-    def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
+def report_losses(reporter: Reporter, row: dict[str, float], total: int) -> str:
+    """The bar's status for ``row``; with no bar (plain or quiet) the losses go out as a line instead."""
+    if reporter.progress is not None:
+        return " ".join(f"{short} {fmt(row[k])}" for k, short in SHORT.items())
+    text = " ".join(f"{k}={fmt(v)}" for k, v in row.items() if k != "step")
+    reporter.info(f"step {int(row['step'])}/{total} {text}")
+    return ""
 
 
 # --------------------------------------------------------------------------- the command
@@ -501,7 +474,6 @@ def stylize(cfg: Config, content_path: str | Path, style_path: str | Path, outpu
                   f"{out_hw[0]}x{out_hw[1]}, {cfg.optim.steps} steps"
                   + (f" over {len(sizes)} scales" if len(sizes) > 1 else "")
                   + f" on {device}" + (f" ({str(dtype).removeprefix('torch.')})" if dtype else ""))
-    progress = StepProgress(reporter, cfg.optim.steps)
     per_scale = [cfg.optim.steps // len(sizes)] * len(sizes)
     per_scale[-1] += cfg.optim.steps - sum(per_scale)
     generator = torch.Generator().manual_seed(cfg.run.seed)
@@ -524,25 +496,26 @@ def stylize(cfg: Config, content_path: str | Path, style_path: str | Path, outpu
             optimizer = torch.optim.Adam([image], lr=step_lr(cfg.optim, done))
             step = make_step(net, targets, cfg.loss, device, dtype)
             pending: list[torch.Tensor] = []
-            progress.start_scale(hw, steps)
+            status = ""
+            reporter.start_bar(f"stylize {hw[0]}x{hw[1]}", steps, bar_width=20)
             for k in range(steps):
                 optimizer.param_groups[0]["lr"] = step_lr(cfg.optim, done)
                 pending.append(step(image, optimizer))
                 done += 1
-                progress.advance()
                 snapshot = snapshots_dir is not None and done % cfg.run.save_every == 0
                 if len(pending) == FLUSH_EVERY or snapshot or k == steps - 1:
                     rows = flush(pending, done)
                     if metrics is not None:
                         metrics.append(*rows)
                     last = rows[-1]
-                    progress.losses(last)
+                    status = report_losses(reporter, last, cfg.optim.steps)
                     pending = []
+                reporter.step(status)
                 if snapshot:
                     path = snapshots_dir / f"step_{done:05d}.png"
                     save_image(finish(image), path)
                     snapshots.append(str(path))
-            progress.stop()
+            reporter.stop_bar()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - started
@@ -552,7 +525,7 @@ def stylize(cfg: Config, content_path: str | Path, style_path: str | Path, outpu
             rundir.write_json(run_dir / "summary.json", {"status": "interrupted", "step": done, "final": last})
         raise Interrupted(f"stylize stopped at step {done}/{cfg.optim.steps}; {output} was not written") from None
     finally:
-        progress.stop()
+        reporter.stop_bar()
 
     result = {
         "status": "done",
