@@ -350,7 +350,7 @@ def run_cvtool(spec: Spec, cfg: Any, device: torch.device, run_dir: Path) -> tup
         fit.loader_gen.manual_seed(cfg.train.seed * 7919 + epoch)
 
     def step(batch: Any) -> int:
-        out = fit.train_step(batch, 1, 0)
+        out = fit.train_step(batch)
         if out is None:
             skipped[0] += 1
             return 0

@@ -1,0 +1,48 @@
+"""The benchmark scripts still run against today's code: each at tiny CPU sizes, end to end.
+
+Their numbers are not checked (speed is never asserted in a test); what is checked is
+that every row is measured and nothing failed, because a benchmark that breaks quietly
+is only found on the rare day a GPU is lent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def bench(script: str, *args: object) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *map(str, args)], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_gpu_benchmark_measures_every_row_in_quick_mode(tmp_path):
+    bench("gpu.py", "--device", "cpu", "--quick", "--json", tmp_path / "bench.json")
+    record = json.loads((tmp_path / "bench.json").read_text())
+    assert record["failed"] == [] and record["quick"] is True
+    rows = record["rows"]
+    commands = ["finetune-hotdog", "train-ssd", "train-fcn", "train-cifar", "train-dog", "resnet18-224", "stylize"]
+    assert sorted({r["command"] for r in rows}) == sorted(commands)
+    for row in rows:
+        speed = row["images_per_second"] or row["ms_per_step"]
+        assert speed is not None and speed > 0 and row["ratio"] > 0, row
+    assert len(record["goals"]) == 2
+
+
+def test_cifar_and_stylize_benchmarks_run_at_tiny_sizes():
+    out = bench("cifar.py", "--n-train", 48, "--batch-size", 8, "--width", 4, "--device", "cpu",
+                "--book-workers", 0, "--warmup", 1).stdout
+    assert "ratio cvtool / book:" in out
+    out = bench("stylize.py", "--device", "cpu", "--sizes", "32x32", "--steps", 1).stdout
+    assert out.count("32x32") >= 3 and "book (fp32)" in out
