@@ -143,6 +143,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data or kaggle.synthesize_cifar(Path(tmp) / "cifar10", n_train=args.n_train, n_test=1)
         labeled = kaggle.read_labels(root, kaggle.CIFAR)
+        n, batches = len(labeled.ids), len(labeled.ids) // args.batch_size  # drop_last: whole batches only
+        if batches <= args.warmup:
+            need = (args.warmup + 1) * args.batch_size
+            more = "use a bigger --data folder" if args.data else f"raise --n-train to {need}"
+            parser.error(f"{n} images make {batches} batches of {args.batch_size}, none left to time after "
+                         f"--warmup {args.warmup}; {more}, or lower --batch-size or --warmup")
         began = time.perf_counter()
         images, _ = kaggle.cached_train_images(labeled, cache_dir=Path(tmp) / "cache")
         decode_s = time.perf_counter() - began

@@ -7,6 +7,7 @@ stderr and the documented exit code (0 ok, 2 bad input, 3 missing, 130 interrupt
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import os
@@ -30,6 +31,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 
 RESUME_LAST = "@last"
+RESUME_LOCKED = ("optim", "sched")
+KAGGLE_TASKS = ("train-cifar", "train-dog")  # the ones whose predict writes a submission.csv
 SYNTHS = {
     "hotdog": "cvtool.data.hotdog:synthesize",
     "bananas": "cvtool.data.bananas:synthesize",
@@ -67,7 +70,7 @@ def load_config(command: str, config: Optional[Path], overrides: list[str], flag
     sets = list(overrides)
     sets += [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
     if base is not None and config is None:
-        data = base
+        data = copy.deepcopy(base)
         for item in sets:
             cfglib.set_dotted(data, *cfglib.parse_override(item))
         return cfglib.from_dict(module.Config, data)
@@ -92,6 +95,19 @@ def resume_checkpoint(resume: str, out: Optional[str]) -> tuple[Path, str]:
     return path, out if out is not None else str(path.parent.parent)
 
 
+def check_resumable(cfg: Any, ckpt: dict[str, Any], path: Path) -> None:
+    """--resume restores the saved optimizer and schedule, so their settings cannot change under it."""
+    now, saved = cfglib.to_dict(cfg), ckpt["config"]
+    for section in RESUME_LOCKED:
+        for key, value in now.get(section, {}).items():
+            before = saved.get(section, {}).get(key, value)
+            if before != value:
+                raise InputError(f"{section}.{key} is {value!r} but checkpoint {path} was trained with {before!r}; "
+                                 f"--resume continues the saved optimizer and schedule, so "
+                                 f"{' and '.join(s + '.*' for s in RESUME_LOCKED)} cannot change "
+                                 "(start a new run to train with other settings)")
+
+
 def train_command(command: str, config: Optional[Path], overrides: list[str], out: Optional[str],
                   epochs: Optional[int], device: Optional[str], seed: Optional[int], resume: Optional[str],
                   max_steps: Optional[int], as_json: bool) -> None:
@@ -107,6 +123,8 @@ def train_command(command: str, config: Optional[Path], overrides: list[str], ou
             raise InputError(f"checkpoint {path} is from {ckpt.get('task')}, not {command}")
     flags = {"train.epochs": epochs, "train.device": device, "train.seed": seed, "train.max_steps": max_steps}
     cfg = load_config(command, config, overrides, flags, base=ckpt["config"] if ckpt else None)
+    if ckpt is not None:
+        check_resumable(cfg, ckpt, path)
     procs = runtime.processes_from_env()
     dev = runtime.select_device(cfg.train.device, procs.local_rank)
     runtime.init_processes(procs, dev)
@@ -129,14 +147,21 @@ def train_command(command: str, config: Optional[Path], overrides: list[str], ou
         except Interrupted as exc:
             emit({"status": "interrupted", "run_dir": str(run_dir), "message": str(exc)}, as_json and procs.main)
             raise
+        except Exception as exc:
+            message = one_line(exc) if isinstance(exc, CvtoolError) else \
+                f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+            emit({"status": "failed", "run_dir": str(run_dir), "error": message}, as_json and procs.main)
+            raise
     finally:
         runtime.close_processes()
     if not procs.main:
         return
     best = summary["best"]
+    files = ", ".join(["summary.json", *(Path(v).name for k, v in summary["paths"].items()
+                                         if k not in ("run_dir", "config", "last", "best")), "checkpoints/"])
     reporter.info(f"done: best {best['metric']} = {best['value']:.4g} at epoch {best['epoch']}; "
-                  f"results in {run_dir} (summary.json, metrics.csv, curves.png, checkpoints/)"
-                  if best["value"] is not None else f"done: results in {run_dir}")
+                  f"results in {run_dir} ({files})"
+                  if best["value"] is not None else f"done: results in {run_dir} ({files})")
     emit({"status": summary["status"], "run_dir": str(run_dir), "best": best, "final": summary["final"]}, as_json)
 
 
@@ -235,6 +260,9 @@ def predict(
     cfg = cfglib.from_dict(module.Config, ckpt["config"])
     if not images and kaggle_test is None:
         raise InputError("give at least one IMAGE (or --kaggle-test DIR)")
+    if kaggle_test is not None and command not in KAGGLE_TASKS:
+        raise InputError(f"--kaggle-test is for {' and '.join(KAGGLE_TASKS)} checkpoints; "
+                         f"{checkpoint_path} is from {command}")
     for image in images or []:
         if not image.exists():
             raise InputError(f"image {image} does not exist")
@@ -255,11 +283,12 @@ def predict(
 
 
 def load_weights(model: Any, ckpt: dict[str, Any], path: Path) -> None:
+    from cvtool.engine import checkpoint
+
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        raise InputError(f"checkpoint {path} does not fit {ckpt['task']}'s model: "
-                         f"{str(exc).strip().splitlines()[0]}") from None
+        raise InputError(f"checkpoint {path} does not fit {ckpt['task']}'s model: {checkpoint.mismatch(exc)}") from None
 
 
 def format_prediction(result: dict[str, Any]) -> str:
@@ -297,11 +326,10 @@ def evaluate(
     runtime.seed_everything(cfg.train.seed)
     task = module.build(cfg)
     trained_on = ckpt.get("metadata", {}).get("classes")
-    if trained_on is not None and task.metadata.get("classes") not in (None, trained_on):
-        raise InputError(f"{cfg.data.root} has other classes than checkpoint {checkpoint_path} was trained on "
-                         f"({len(task.metadata['classes'])} vs {len(trained_on)}: "
-                         f"{', '.join(map(str, task.metadata['classes'][:3]))}, ... vs "
-                         f"{', '.join(map(str, trained_on[:3]))}, ...)")
+    found = task.metadata.get("classes")
+    if trained_on is not None and found not in (None, trained_on):
+        raise InputError(f"{cfg.data.root} has other classes ({few(found)}) than checkpoint {checkpoint_path} "
+                         f"was trained on ({few(trained_on)})")
     if len(task.val_data) == 0:
         raise InputError(f"{command}'s validation set is empty with this config (data.root {cfg.data.root}); "
                          f"a run on every labelled image has nothing left to score")
@@ -319,8 +347,15 @@ def evaluate(
         return
     typer.echo(f"{command}: {checkpoint_path} (epoch {ckpt.get('epoch')}) on {len(task.val_data)} "
                f"validation items from {cfg.data.root}")
+    width = max(map(len, metrics), default=0)
     for name, value in metrics.items():
-        typer.echo(f"  {name:<14} {value:.4g}")
+        typer.echo(f"  {name:<{width}}  {value:.4g}")
+
+
+def few(names: list[Any], shown: int = 4) -> str:
+    """A class list short enough for one line of an error."""
+    head = ", ".join(map(str, names[:shown]))
+    return f"{len(names)}: {head}, ..." if len(names) > shown else head
 
 
 # --------------------------------------------------------------------------- config

@@ -84,7 +84,7 @@ class TrainConfig:
     on_nan: Literal["stop", "skip"] = opt(
         "stop", "a NaN/inf loss: stop (exit 1, the last good checkpoint kept) or skip that batch's update "
                 "(costs a device sync per step)")
-    sync_bn: bool = opt(False, "under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)")
+    sync_bn: bool = opt(False, "under torchrun on CUDA: BatchNorm statistics over the global batch (SyncBatchNorm)")
     max_steps: int | None = opt(
         None, "at most this many train and validation batches per epoch (smoke runs); null = all", ge=1)
 

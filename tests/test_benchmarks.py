@@ -19,11 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def bench(script: str, *args: object) -> subprocess.CompletedProcess:
+def bench(script: str, *args: object, returncode: int = 0) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *map(str, args)], env=env,
                             capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == returncode, result.stderr[-3000:]
     return result
 
 
@@ -46,3 +46,8 @@ def test_cifar_and_stylize_benchmarks_run_at_tiny_sizes():
     assert "ratio cvtool / book:" in out
     out = bench("stylize.py", "--device", "cpu", "--sizes", "32x32", "--steps", 1).stdout
     assert out.count("32x32") >= 3 and "book (fp32)" in out
+
+
+def test_cifar_benchmark_refuses_an_epoch_with_nothing_to_time():
+    err = bench("cifar.py", "--n-train", 128, "--batch-size", 64, "--device", "cpu", returncode=2).stderr
+    assert "raise --n-train to 256" in err and "Traceback" not in err

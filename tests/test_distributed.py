@@ -38,3 +38,19 @@ def test_two_processes_match_one(hotdog_root, tmp_path):
     wb = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)["model"]
     for key in wa:
         torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=1e-6)
+
+
+def test_sync_bn_on_cpu_processes_is_a_config_error(hotdog_root, tmp_path):
+    """Checked before any process group is needed, so one process can stand in for rank 0 of two."""
+    from cvtool import config as cfglib
+    from cvtool.engine import runtime, trainer
+    from cvtool.engine.progress import Reporter
+    from cvtool.errors import InputError
+    from cvtool.tasks import hotdog
+
+    cfg = cfglib.load(hotdog.Config, None, [f"data.root={hotdog_root}", "model.weights=none", "train.sync_bn=true"])
+    run = trainer.Run(run_dir=tmp_path / "run", device=torch.device("cpu"), argv=[],
+                      procs=runtime.Processes(rank=0, world=2))
+    with pytest.raises(InputError, match="train.sync_bn needs CUDA"):
+        trainer.Trainer(hotdog.build(cfg), run, Reporter(quiet=True))
+    assert not (tmp_path / "run").exists()

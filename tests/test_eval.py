@@ -111,9 +111,12 @@ def test_eval_on_another_root_and_its_errors(cli, tiny_hotdog, roots, tmp_path):
     code, _, err = cli("eval", "--checkpoint", "run/checkpoints/best.pt", "--set", "data.rot=x")
     assert code == 2 and "data.root" in err
 
+    code, _, err = cli("eval", "--checkpoint", "run/checkpoints/best.pt", "--set", "model.arch=resnet34")
+    assert code == 2 and "does not fit" in err and "Missing key" in err
+
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     code, _, err = cli("eval", "--checkpoint", tmp_path / "junk.pt")
-    assert code == 2 and "junk.pt" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "junk.pt" in err and len(err.strip().splitlines()) == 1 and "weights_only" not in err
 
 
 def test_a_run_without_a_validation_split_says_so(cli, tmp_path):

@@ -106,3 +106,37 @@ def test_train_command_fetches_when_download_is_on(server, tmp_path, monkeypatch
                        "--max-steps", "1", "--device", "cpu")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "fetched" / "hotdog").iterdir()) == ["test", "train"]
+
+
+def test_failed_fetch_removes_the_parents_it_made(tmp_path, cli):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "keep.txt").write_text("theirs")
+    code, _, err = cli("data", "fetch", "hotdog", "--root", tmp_path / "x" / "a" / "b" / "hotdog", "--url",
+                       "http://127.0.0.1:9/hotdog.zip")
+    assert code == 3 and "could not download" in err
+    assert leftovers(tmp_path / "x") == ["keep.txt"]
+
+
+def test_failed_fetch_keeps_a_parent_that_was_written_to(tmp_path, monkeypatch):
+    def download(url, dest, sha1, progress=None):
+        (tmp_path / "a" / "other.txt").write_text("not fetch's")  # another writer, mid-download
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hub, "download", download)
+    with pytest.raises(KeyboardInterrupt):
+        hub.fetch(hub.Archive("tiny", "http://127.0.0.1:9/tiny.zip", "0"), tmp_path / "a" / "b" / "tiny")
+    assert leftovers(tmp_path) == ["a"] and leftovers(tmp_path / "a") == ["other.txt"]
+
+
+def test_train_command_says_what_to_do_when_the_fetch_fails(tmp_path, monkeypatch, cli):
+    from cvtool.data.hotdog import LAYOUT
+
+    missing = (tmp_path / "nowhere" / "hotdog.zip").as_uri()
+    monkeypatch.setitem(hub.ARCHIVES, "hotdog", hub.Archive("hotdog", missing, "0"))
+    monkeypatch.delenv("CVTOOL_OFFLINE")  # the download is a missing local file
+    code, _, err = cli("finetune-hotdog", "--set", "data.root=fetched/hotdog", "--set", "model.weights=none",
+                       "--device", "cpu")
+    assert code == 3 and len(err.strip().splitlines()) == 1, err
+    assert "could not download" in err and "cvtool data fetch hotdog --root fetched/hotdog" in err
+    assert LAYOUT in err
+    assert not (tmp_path / "fetched").exists()

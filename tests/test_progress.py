@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from cvtool.engine.progress import Reporter
 
@@ -37,3 +38,20 @@ def test_no_bar_when_plain_or_quiet(monkeypatch):
         reporter.step("loss 1.5")
         reporter.stop_bar()
     assert plain.getvalue() == quiet.getvalue() == ""
+
+
+def test_the_epoch_table_puts_splits_in_rows_and_fits_80_columns(monkeypatch):
+    monkeypatch.delenv("CI")
+    monkeypatch.setenv("COLUMNS", "80")
+    stream = Terminal()
+    row = {"epoch": 3, "train_loss": 0.3961, "train_class_err": 0.2012, "train_bbox_mae": 0.005729,
+           "val_loss": 0.3561, "val_class_err": 0.004754, "val_bbox_mae": 0.006857, "val_map50": 0.9612,
+           "val_map": 0.5102, "lr": 6.4, "epoch_seconds": 12.48, "images_per_second": 386.8}
+    Reporter(stream).end_epoch(3, 10, row)
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip() for line in stream.getvalue().splitlines()]
+    assert max(map(len, lines)) <= 80
+    text = "\n".join(lines)
+    assert "epoch 3/10" in text and "map50" in text and "0.9612" in text and "…" not in text
+    train = next(line for line in lines if "train" in line)
+    assert "0.3961" in train and "0.9612" not in train
+    assert "images_per_second 386.8" in text

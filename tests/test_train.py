@@ -105,6 +105,18 @@ def test_resume_with_more_epochs_and_finished_runs(cli, tiny_hotdog, tmp_path):
     assert_same_weights(weights(full / "checkpoints" / "last.pt"), weights(short / "checkpoints" / "last.pt"))
 
 
+def test_resume_refuses_other_optimizer_settings_and_touches_nothing(cli, tiny_hotdog, tmp_path):
+    run = tmp_path / "run"
+    assert cli("finetune-hotdog", *tiny_hotdog, "--epochs", "1", "--out", run)[0] == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    for change in ("optim.name=sgd", "optim.lr=0.5", "sched.name=cosine"):
+        code, out, err = cli("finetune-hotdog", "--resume", "--out", run, "--epochs", "2", "--set", change, "--json")
+        assert code == 2 and change.split("=")[0] in err and "start a new run" in err and out == ""
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    code, _, err = cli("finetune-hotdog", "--resume", "--out", run, "--epochs", "2", "--set", "data.num_workers=0")
+    assert code == 0, err
+
+
 def test_resume_without_a_checkpoint_is_an_error(cli, tmp_path):
     code, _, err = cli("finetune-hotdog", "--resume", "--out", tmp_path / "empty")
     assert code == 2 and "nothing to resume" in err
@@ -159,6 +171,8 @@ def test_predict_prints_the_top_class(cli, tiny_hotdog, hotdog_root, tmp_path):
         assert r["class"] in ("hotdog", "not-hotdog") and 0.5 <= r["probability"] <= 1
     code, stdout, _ = cli("predict", "--checkpoint", out / "checkpoints" / "best.pt", images[0])
     assert code == 0 and stdout.startswith(str(images[0]) + ": ")
+    code, stdout, err = cli("predict", "--checkpoint", out / "checkpoints" / "best.pt", "--kaggle-test", hotdog_root)
+    assert code == 2 and "--kaggle-test is for train-cifar and train-dog" in err and stdout == ""
 
 
 @pytest.mark.parametrize("policy", ["stop", "skip"])
@@ -175,16 +189,32 @@ def test_a_nan_loss_stops_or_is_skipped(cli, tiny_hotdog, tmp_path, monkeypatch,
 
     monkeypatch.setattr(classify, "train_step", poisoned)
     out = tmp_path / policy
-    code, _, err = cli("finetune-hotdog", *tiny_hotdog, "--set", f"train.on_nan={policy}", "--epochs", "2",
-                       "--out", out)
+    code, stdout, err = cli("finetune-hotdog", *tiny_hotdog, "--set", f"train.on_nan={policy}", "--epochs", "2",
+                            "--out", out, "--json")
     summary = json.loads((out / "summary.json").read_text())
     if policy == "stop":
-        assert code == 1 and len(err.strip().splitlines()) == 1
-        assert "nan at epoch 2 step 2" in err and summary["status"] == "failed"
+        assert code == 1 and "Traceback" not in err  # with --json the progress lines share stderr
+        assert "nan at epoch 2 step 2" in err and "last.pt holds the last good epoch" in err
+        assert summary["status"] == "failed"
+        assert json.loads(stdout) == {"status": "failed", "run_dir": str(out), "error": summary["error"]}
         assert checkpoint.load(out / "checkpoints" / "last.pt")["epoch"] == 1
     else:
         assert code == 0, err
         assert summary["status"] == "completed" and summary["skipped_steps"] == 1
+
+
+def test_a_nan_loss_in_the_first_epoch_says_nothing_was_saved(cli, tiny_hotdog, tmp_path, monkeypatch):
+    original = classify.train_step
+
+    def diverging(model, batch):
+        out = original(model, batch)
+        out.loss = out.loss * float("inf")
+        return out
+
+    monkeypatch.setattr(classify, "train_step", diverging)
+    code, _, err = cli("finetune-hotdog", *tiny_hotdog, "--out", tmp_path / "run")
+    assert code == 1 and "no epoch had finished, so nothing was saved" in err
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
 
 
 def test_the_tiny_run_learns(cli, tmp_path):

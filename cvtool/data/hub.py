@@ -2,7 +2,7 @@
 
 Unlike a notebook helper, every download is checked against its SHA-1 (not only a
 cached one), members that would land outside the target folder are refused, and any
-failure leaves neither a partial archive nor a half-extracted folder behind.
+failure leaves neither a partial archive, a half-extracted folder nor a parent folder it made behind.
 """
 
 from __future__ import annotations
@@ -64,7 +64,11 @@ def ensure(root: Path, name: str, download: bool, layout: str) -> Path:
     if os.environ.get("CVTOOL_OFFLINE"):
         raise MissingResource(f"dataset folder {root} does not exist (expected {layout}) and CVTOOL_OFFLINE is set; "
                               f"{fix} where the archive can be reached, or copy the data there")
-    fetch(archive(name), root)
+    try:
+        fetch(archive(name), root)
+    except MissingResource as exc:
+        raise MissingResource(f"{exc}; dataset folder {root} (expected {layout}): "
+                              f"{fix} where the archive can be reached, or copy the data there") from None
     return root
 
 
@@ -73,17 +77,31 @@ def fetch(arc: Archive, target: Path, url: str | None = None, progress: Progress
     target = Path(target)
     if target.exists():
         raise InputError(f"{target} already exists; remove it or choose another --root")
+    created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]  # deepest first
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
-        tmp_dir = Path(tmp)
-        file = tmp_dir / PurePosixPath(arc.url).name
-        download(url or arc.url, file, arc.sha1, progress)
-        out = tmp_dir / "extracted"
-        extract(file, out)
-        entries = list(out.iterdir())
-        top = entries[0] if len(entries) == 1 and entries[0].is_dir() else out
-        top.rename(target)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
+            tmp_dir = Path(tmp)
+            file = tmp_dir / PurePosixPath(arc.url).name
+            download(url or arc.url, file, arc.sha1, progress)
+            out = tmp_dir / "extracted"
+            extract(file, out)
+            entries = list(out.iterdir())
+            top = entries[0] if len(entries) == 1 and entries[0].is_dir() else out
+            top.rename(target)
+    except BaseException:
+        remove_empty(created)
+        raise
     return target
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Undo fetch's mkdir, deepest first, stopping at a folder that something else has written to."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def download(url: str, dest: Path, sha1: str, progress: Progress | None = None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +58,35 @@ def load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"checkpoint {path} is not a file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. the unpickler's notes on foreign pickle protocols
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the restricted unpickler fails on garbage in many ways
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"checkpoint {path} cannot be read safely: {first}") from None
+        raise InputError(f"checkpoint {path} cannot be read safely: {unreadable(exc)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise InputError(f"checkpoint {path} is not a cvtool checkpoint")
     if not isinstance(ckpt.get("task"), str) or not isinstance(ckpt.get("model"), dict):
         raise InputError(f"checkpoint {path} is damaged: it lacks its task name or model weights")
     return ckpt
+
+
+def unreadable(exc: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, without torch's advice to drop that safety."""
+    text = str(exc).strip()
+    if "WeightsUnpickler error:" in text:
+        reason = [line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines() if line.strip()]
+        return (f"not a file of plain tensors and values ({reason[0] if reason else 'unsupported content'}); "
+                "cvtool reads only the checkpoints its train commands write")
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def mismatch(exc: Exception) -> str:
+    """The first telling line of a load_state_dict error (torch's first line is only a heading)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def rng_state() -> dict[str, Any]:

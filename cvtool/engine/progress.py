@@ -74,8 +74,26 @@ class Reporter:
             cells = " ".join(f"{k}={fmt(v)}" for k, v in shown.items())
             print(f"epoch {epoch}/{epochs} {cells}", file=self.stream, flush=True)
             return
-        table = Table(title=f"epoch {epoch}/{epochs}", show_header=True, title_justify="left")
-        for key in shown:
-            table.add_column(key, justify="right")
-        table.add_row(*(fmt(v) for v in shown.values()))
-        self.console.print(table)
+        self.console.print(epoch_table(f"epoch {epoch}/{epochs}", shown))
+
+
+def epoch_table(title: str, row: dict[str, Any]) -> Table:
+    """One row per split (train_loss, val_loss -> loss), the rest as a caption: fits 80 columns."""
+    splits: dict[str, dict[str, Any]] = {"train": {}, "val": {}}
+    rest = {}
+    for key, value in row.items():
+        split, _, name = key.partition("_")
+        if split in splits and name:
+            splits[split][name] = value
+        else:
+            rest[key] = value
+    names = list(dict.fromkeys([*splits["train"], *splits["val"]]))
+    table = Table(title=title, title_justify="left", caption_justify="left",
+                  caption="  ".join(f"{key} {fmt(value)}" for key, value in rest.items()) or None)
+    table.add_column("")
+    for name in names:
+        table.add_column(name, justify="right")
+    for split, values in splits.items():
+        if values:
+            table.add_row(split, *(fmt(values[n]) if n in values else "" for n in names))
+    return table

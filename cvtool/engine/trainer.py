@@ -161,6 +161,9 @@ class Trainer:
         self.procs = run.procs
         self.main = self.procs.main
         self.model = task.model
+        if self.procs.distributed and tc.sync_bn and self.device.type != "cuda":
+            raise InputError("train.sync_bn needs CUDA devices (SyncBatchNorm runs on NCCL only); "
+                             "set it to false for CPU processes")
         if self.procs.distributed and tc.sync_bn:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model = self.model.to(self.device)
@@ -240,8 +243,8 @@ class Trainer:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"checkpoint {self.run.resume_path} does not fit this config's model: {first}") from None
+            raise InputError(f"checkpoint {self.run.resume_path} does not fit this config's model: "
+                             f"{checkpoint.mismatch(exc)}") from None
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch = int(ckpt["epoch"])
@@ -368,9 +371,10 @@ class Trainer:
         if self.tc.on_nan != "stop" or (step % every and step != self.steps_per_epoch):
             return
         if not self.finite(loss_sum):
-            raise CvtoolError(f"the loss became {loss_sum.item()} at epoch {epoch} step {step}; "
-                              f"{self.ckpt_dir / 'last.pt'} holds the last good epoch (train.on_nan: skip "
-                              "drops such batches; a lower optim.lr often helps)")
+            last = self.ckpt_dir / "last.pt"
+            kept = f"{last} holds the last good epoch" if last.exists() else "no epoch had finished, so nothing was saved"
+            raise CvtoolError(f"the loss became {loss_sum.item()} at epoch {epoch} step {step}; {kept} "
+                              "(train.on_nan: skip drops such batches; a lower optim.lr often helps)")
 
     def finite(self, loss: torch.Tensor) -> bool:
         """Agreed over every process, so all of them skip or stop together."""
@@ -423,9 +427,9 @@ class Trainer:
         self.reporter.stop_bar()
         path = self.ckpt_dir / "last.pt" if saved else self.save("last.pt")
         name = signal.Signals(stop.signum).name if stop.signum else "signal"
-        raise Interrupted(f"{name} received: saved {path} after epoch {self.epoch}"
-                          f"{f' step {self.step_in_epoch}' if self.step_in_epoch else ''}; "
-                          f"continue with --resume --out {self.run.run_dir}")
+        where = (f"at step {self.step_in_epoch} of epoch {self.epoch + 1}" if self.step_in_epoch
+                 else f"after epoch {self.epoch}")
+        raise Interrupted(f"{name} received: saved {path} {where}; continue with --resume --out {self.run.run_dir}")
 
     # ------------------------------------------------------------------ end
 
