@@ -260,9 +260,17 @@ def predict(
     cfg = cfglib.from_dict(module.Config, ckpt["config"])
     if not images and kaggle_test is None:
         raise InputError("give at least one IMAGE (or --kaggle-test DIR)")
-    if kaggle_test is not None and command not in KAGGLE_TASKS:
-        raise InputError(f"--kaggle-test is for {' and '.join(KAGGLE_TASKS)} checkpoints; "
-                         f"{checkpoint_path} is from {command}")
+    if kaggle_test is not None:
+        if command not in KAGGLE_TASKS:
+            raise InputError(f"--kaggle-test is for {' and '.join(KAGGLE_TASKS)} checkpoints; "
+                             f"{checkpoint_path} is from {command}")
+        if not kaggle_test.is_dir():
+            raise InputError(f"--kaggle-test {kaggle_test} is not a folder")
+        submission = (out or Path(".")) / "submission.csv"
+        if submission.exists():
+            raise InputError(f"{submission} already exists; remove it or pass --out DIR")
+    if threshold is not None and command != "train-ssd":
+        raise InputError(f"--threshold is for train-ssd checkpoints; {checkpoint_path} is from {command}")
     for image in images or []:
         if not image.exists():
             raise InputError(f"image {image} does not exist")
@@ -467,31 +475,34 @@ def one_line(exc: CvtoolError) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = normalize_argv(list(sys.argv[1:] if argv is None else argv))
     command = typer.main.get_command(app)
+    rank = os.environ.get("RANK", "0")
+    who = "cvtool" if rank == "0" else f"cvtool[rank {rank}]"  # under torchrun a failure may be one rank's
     try:
         code = command.main(args=args, prog_name="cvtool", standalone_mode=False)
         return code if isinstance(code, int) else 0
     except Interrupted as exc:
-        print(f"cvtool: interrupted: {exc}", file=sys.stderr)
+        if rank == "0":  # every rank stops together; rank 0 saved and says how to resume
+            print(f"{who}: interrupted: {exc}", file=sys.stderr)
         return exc.exit_code
     except CvtoolError as exc:
-        print(f"cvtool: error: {one_line(exc)}", file=sys.stderr)
+        print(f"{who}: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except typer.Abort:
-        print("cvtool: aborted", file=sys.stderr)
+        print(f"{who}: aborted", file=sys.stderr)
         return 130
     except typer.TyperException as exc:
         message = exc.format_message()
         if message:
-            print(f"cvtool: error: {message}", file=sys.stderr)
+            print(f"{who}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("cvtool: interrupted", file=sys.stderr)
+        print(f"{who}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence, by design
         if os.environ.get("CVTOOL_DEBUG"):
             traceback.print_exc()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"cvtool: unexpected error: {type(exc).__name__}: {first} (rerun with --debug for a traceback)",
+        print(f"{who}: unexpected error: {type(exc).__name__}: {first} (rerun with --debug for a traceback)",
               file=sys.stderr)
         return 1
 

@@ -1129,6 +1129,29 @@ def predict_device_cuda_7(env):
     return ["predict", "--checkpoint", str(path), an_image(env), "--device", "cuda:7"], "cuda:7"
 
 
+def cifar_checkpoint(env) -> str:
+    from cvtool.tasks import cifar
+
+    return str(env.checkpoint(env.tmp / "cifar.pt", task="train-cifar", config=cfglib.to_dict(cifar.Config())))
+
+
+@case()
+def predict_kaggle_test_folder_missing(env):
+    return ["predict", "--checkpoint", cifar_checkpoint(env), "--kaggle-test", str(env.tmp / "test")], "test"
+
+
+@case()
+def predict_kaggle_test_would_overwrite_a_submission(env):
+    env.write("out/submission.csv", b"id,label\n")
+    return ["predict", "--checkpoint", cifar_checkpoint(env), "--kaggle-test", str(env.empty_dir("test")),
+            "--out", str(env.tmp / "out")], "submission.csv"
+
+
+@case()
+def predict_threshold_for_a_classifier(env):
+    return ["predict", "--checkpoint", cifar_checkpoint(env), an_image(env), "--threshold", "0.5"], "--threshold"
+
+
 # ---- resume into an existing run directory (which must stay as it was)
 
 

@@ -76,3 +76,11 @@ def test_a_bad_image_in_a_worker_is_one_line(cli, tmp_path):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err
     assert lines[0].startswith(f"cvtool: error: cannot read image {root / 'train' / 'hotdog' / '0.png'}: ")
+
+
+def test_errors_on_other_torchrun_ranks_name_their_rank(cli, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    code, _, err = cli("train-ssd", "--set", "optim.lrr=1")
+    assert code == 2 and err.startswith("cvtool[rank 1]: error: ") and "optim.lr" in err
+    monkeypatch.setenv("RANK", "0")
+    assert cli("train-ssd", "--set", "optim.lrr=1")[2].startswith("cvtool: error: ")

@@ -106,7 +106,7 @@ def test_loss_falls_and_the_output_has_the_asked_size(pics, tmp_path):
     with Image.open(tmp_path / "out.png") as img:
         assert img.format == "PNG" and img.mode == "RGB" and img.size == (48, 32)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["status"] == "done" and summary["size"] == [32, 48] and summary["steps"] == 12
+    assert summary["status"] == "completed" and summary["size"] == [32, 48] and summary["steps"] == 12
     assert result["warnings"] and "meaningless" in result["warnings"][0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png", "run"]
 
@@ -160,7 +160,7 @@ def test_memory_refusal_names_the_estimate(pics, tmp_path, monkeypatch, capsys):
     assert code == 2 and "\n" not in err
     assert "needs about" in err and "GiB" in err and "--force" in err
     assert not out.exists()
-    assert st.stylize(tiny("optim.steps=1"), content, style, out, force=True)["status"] == "done"
+    assert st.stylize(tiny("optim.steps=1"), content, style, out, force=True)["status"] == "completed"
 
 
 @pytest.mark.parametrize("bad, code", [("missing.png", 2), ("notes.txt", 2), ("empty.png", 2)])
@@ -220,3 +220,27 @@ def test_cli_json_precedence_scales_and_snapshots(pics, tmp_path, capsys):
     assert [Path(p).name for p in result["snapshots"]] == ["step_00002.png", "step_00004.png"]
     assert len(rows(tmp_path / "run" / "metrics.csv")) == 4
     assert (tmp_path / "run" / "config.yaml").exists() and (tmp_path / "run" / "env.json").exists()
+
+
+def test_sigterm_stops_like_ctrl_c(pics, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    content, style = pics
+    out, run = tmp_path / "out.png", tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cvtool", "stylize", str(content), str(style), "-o", str(out),
+                             "--set", "model.weights=none", "--size", "48", "--steps", "100000", "--device", "cpu",
+                             "--out-dir", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    deadline = time.time() + 120
+    while not (run / "metrics.csv").exists() or len(rows(run / "metrics.csv")) == 0:
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "was not written" in err and not out.exists()
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"

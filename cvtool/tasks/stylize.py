@@ -32,6 +32,7 @@ from cvtool.data.images import load_rgb
 from cvtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cvtool.engine import rundir, runtime
 from cvtool.engine.progress import Reporter, fmt
+from cvtool.engine.trainer import StopFlag
 from cvtool.errors import InputError, Interrupted
 from cvtool.models import vgg
 from cvtool.models.weights import is_none
@@ -483,43 +484,46 @@ def stylize(cfg: Config, content_path: str | Path, style_path: str | Path, outpu
     done = 0
     started = time.perf_counter()
     try:
-        for hw, shw, steps in zip(sizes, style_sizes, per_scale):
-            content_n = normalize(resize(content_px, hw)).contiguous(memory_format=memory_format)
-            style_n = normalize(resize(style_px, shw)).contiguous(memory_format=memory_format)
-            targets = compute_targets(net, content_n, style_n, cfg, device, dtype)
-            if image is None:
-                start = content_n if cfg.image.init == "content" else \
-                    normalize(torch.rand(1, 3, *hw, generator=generator).to(device))
-            else:
-                start = F.interpolate(image, size=hw, mode="bilinear", align_corners=False)
-            image = start.detach().clone().contiguous(memory_format=memory_format).requires_grad_(True)
-            optimizer = torch.optim.Adam([image], lr=step_lr(cfg.optim, done))
-            step = make_step(net, targets, cfg.loss, device, dtype)
-            pending: list[torch.Tensor] = []
-            status = ""
-            reporter.start_bar(f"stylize {hw[0]}x{hw[1]}", steps, bar_width=20)
-            for k in range(steps):
-                optimizer.param_groups[0]["lr"] = step_lr(cfg.optim, done)
-                pending.append(step(image, optimizer))
-                done += 1
-                snapshot = snapshots_dir is not None and done % cfg.run.save_every == 0
-                if len(pending) == FLUSH_EVERY or snapshot or k == steps - 1:
-                    rows = flush(pending, done)
-                    if metrics is not None:
-                        metrics.append(*rows)
-                    last = rows[-1]
-                    status = report_losses(reporter, last, cfg.optim.steps)
-                    pending = []
-                reporter.step(status)
-                if snapshot:
-                    path = snapshots_dir / f"step_{done:05d}.png"
-                    save_image(finish(image), path)
-                    snapshots.append(str(path))
-            reporter.stop_bar()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - started
-        save_image(finish(image), output)
+        with StopFlag() as stop:  # SIGTERM ends a run like Ctrl-C: summary kept, exit 130
+            for hw, shw, steps in zip(sizes, style_sizes, per_scale):
+                content_n = normalize(resize(content_px, hw)).contiguous(memory_format=memory_format)
+                style_n = normalize(resize(style_px, shw)).contiguous(memory_format=memory_format)
+                targets = compute_targets(net, content_n, style_n, cfg, device, dtype)
+                if image is None:
+                    start = content_n if cfg.image.init == "content" else \
+                        normalize(torch.rand(1, 3, *hw, generator=generator).to(device))
+                else:
+                    start = F.interpolate(image, size=hw, mode="bilinear", align_corners=False)
+                image = start.detach().clone().contiguous(memory_format=memory_format).requires_grad_(True)
+                optimizer = torch.optim.Adam([image], lr=step_lr(cfg.optim, done))
+                step = make_step(net, targets, cfg.loss, device, dtype)
+                pending: list[torch.Tensor] = []
+                status = ""
+                reporter.start_bar(f"stylize {hw[0]}x{hw[1]}", steps, bar_width=20)
+                for k in range(steps):
+                    optimizer.param_groups[0]["lr"] = step_lr(cfg.optim, done)
+                    pending.append(step(image, optimizer))
+                    done += 1
+                    snapshot = snapshots_dir is not None and done % cfg.run.save_every == 0
+                    if len(pending) == FLUSH_EVERY or snapshot or k == steps - 1:
+                        rows = flush(pending, done)
+                        if metrics is not None:
+                            metrics.append(*rows)
+                        last = rows[-1]
+                        status = report_losses(reporter, last, cfg.optim.steps)
+                        pending = []
+                    reporter.step(status)
+                    if stop:
+                        raise KeyboardInterrupt
+                    if snapshot:
+                        path = snapshots_dir / f"step_{done:05d}.png"
+                        save_image(finish(image), path)
+                        snapshots.append(str(path))
+                reporter.stop_bar()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - started
+            save_image(finish(image), output)
     except KeyboardInterrupt:
         if run_dir is not None:
             rundir.write_json(run_dir / "summary.json", {"status": "interrupted", "step": done, "final": last})
@@ -528,7 +532,7 @@ def stylize(cfg: Config, content_path: str | Path, style_path: str | Path, outpu
         reporter.stop_bar()
 
     result = {
-        "status": "done",
+        "status": "completed",
         "output": str(output),
         "size": list(out_hw),
         "steps": done,
