@@ -138,12 +138,13 @@ def train_command(command: str, config: Optional[Path], overrides: list[str], ou
         if procs.main:
             runtime.barrier()
         runtime.seed_everything(cfg.train.seed + procs.rank)
-        reporter.info(f"{command}: {len(task.train_data)} train / {len(task.val_data)} val items on {dev}"
-                      f"{f' x {procs.world} processes' if procs.distributed else ''}; writing {run_dir}")
         run = trainer.Run(run_dir=run_dir, device=dev, argv=["cvtool", *sys.argv[1:]], resume_from=ckpt,
                           resume_path=path, procs=procs)
+        fit = trainer.Trainer(task, run, reporter)  # its checks need the task; they write nothing
+        reporter.info(f"{command}: {len(task.train_data)} train / {len(task.val_data)} val items on {dev}"
+                      f"{f' x {procs.world} processes' if procs.distributed else ''}; writing {run_dir}")
         try:
-            summary = trainer.train(task, run, reporter)
+            summary = fit.fit()
         except Interrupted as exc:
             emit({"status": "interrupted", "run_dir": str(run_dir), "message": str(exc)}, as_json and procs.main)
             raise

@@ -472,8 +472,3 @@ class Trainer:
         if self.main and run_dir.exists():
             rundir.write_json(run_dir / "summary.json", summary)
         return summary
-
-
-def train(task: Task, run: Run, reporter: Reporter) -> dict[str, Any]:
-    return Trainer(task, run, reporter).fit()
-
