@@ -301,10 +301,11 @@ def load_weights(model: Any, ckpt: dict[str, Any], path: Path) -> None:
 
 
 def format_prediction(result: dict[str, Any]) -> str:
-    head = result.get("image", "")
+    key = "image" if "image" in result else "test_dir"
+    head = result.get(key, "")
     if "class" in result:
         return f"{head}: {result['class']} ({result['probability']:.3f})"
-    rest = {k: v for k, v in result.items() if k != "image"}
+    rest = {k: v for k, v in result.items() if k != key}
     return f"{head}: {json.dumps(rest, default=str)}"
 
 

@@ -290,7 +290,7 @@ def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list
         with kaggle.terminal_progress("predicting the test set") as progress:
             path = write_submission(forward, kaggle.cifar_test_chunks(test_dir, cfg.data.test_chunk, progress),
                                     classes, out, device, 256)
-        results.append({"image": str(test_dir), "submission": str(path), "rows": rows})
+        results.append({"test_dir": str(test_dir), "submission": str(path), "rows": rows})
     if paths:
         results += classify.predict_images(model, image_transform(cfg), classes, paths, device,
                                            top=options.get("top", 5))

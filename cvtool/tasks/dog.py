@@ -335,7 +335,7 @@ def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list
             columns = kaggle.submission_columns(classes, header)
         out = Path(options.get("out") or ".") / "submission.csv"
         path = write_submission(model, test_dir, columns, header, cfg, out, device)
-        results.append({"image": str(test_dir), "submission": str(path),
+        results.append({"test_dir": str(test_dir), "submission": str(path),
                         "rows": len(kaggle.test_ids(test_dir, kaggle.DOGS))})
     if paths:
         results += classify.predict_images(model, eval_transform(cfg), classes, paths, device,
