@@ -245,7 +245,7 @@ def stylize(
 @app.command("predict")
 def predict(
     checkpoint_path: Path = typer.Option(..., "--checkpoint", help="A checkpoint written by a train command."),
-    images: list[Path] = typer.Argument(None, help="Images to run the model on."),
+    images: list[Path] = typer.Argument(None, help="Images (or folders of images) to run the model on."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for pictures or files the task writes."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Detection score threshold."),
     kaggle_test: Optional[Path] = typer.Option(None, "--kaggle-test", help="Kaggle test folder: write submission.csv."),
@@ -272,23 +272,39 @@ def predict(
             raise InputError(f"{submission} already exists; remove it or pass --out DIR")
     if threshold is not None and command != "train-ssd":
         raise InputError(f"--threshold is for train-ssd checkpoints; {checkpoint_path} is from {command}")
-    for image in images or []:
-        if not image.exists():
-            raise InputError(f"image {image} does not exist")
-        if not image.is_file():
-            raise InputError(f"image {image} is not a file")
+    images = expand_images(images or [])
     dev = runtime.select_device(device)
     model = module.build_model(cfg)
     load_weights(model, ckpt, checkpoint_path)
     model.to(dev).eval()
     options = {k: v for k, v in {"out": out, "threshold": threshold, "kaggle_test": kaggle_test}.items()
                if v is not None}
-    results = module.predict(model, cfg, ckpt.get("metadata", {}), list(images or []), dev, options)
+    results = module.predict(model, cfg, ckpt.get("metadata", {}), images, dev, options)
     if as_json:
         emit(results, True)
         return
     for r in results:
         typer.echo(format_prediction(r))
+
+
+def expand_images(paths: list[Path]) -> list[Path]:
+    """Files as given; a folder stands for the images directly inside it, in name order."""
+    from cvtool.data.images import IMAGE_SUFFIXES
+
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not inside:
+                raise InputError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            found += inside
+        elif not path.exists():
+            raise InputError(f"image {path} does not exist")
+        elif not path.is_file():
+            raise InputError(f"image {path} is not a file")
+        else:
+            found.append(path)
+    return found
 
 
 def load_weights(model: Any, ckpt: dict[str, Any], path: Path) -> None:

@@ -171,6 +171,13 @@ def test_predict_prints_the_top_class(cli, tiny_hotdog, hotdog_root, tmp_path):
         assert r["class"] in ("hotdog", "not-hotdog") and 0.5 <= r["probability"] <= 1
     code, stdout, _ = cli("predict", "--checkpoint", out / "checkpoints" / "best.pt", images[0])
     assert code == 0 and stdout.startswith(str(images[0]) + ": ")
+    folder = hotdog_root / "test" / "hotdog"
+    code, stdout, err = cli("predict", "--checkpoint", out / "checkpoints" / "best.pt", folder, "--json")
+    assert code == 0, err
+    assert [r["image"] for r in json.loads(stdout)] == [str(p) for p in sorted(folder.glob("*.png"))]
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli("predict", "--checkpoint", out / "checkpoints" / "best.pt", tmp_path / "empty")
+    assert code == 2 and "holds no images" in err
     code, stdout, err = cli("predict", "--checkpoint", out / "checkpoints" / "best.pt", "--kaggle-test", hotdog_root)
     assert code == 2 and "--kaggle-test is for train-cifar and train-dog" in err and stdout == ""
 
