@@ -149,8 +149,7 @@ def train_command(command: str, config: Optional[Path], overrides: list[str], ou
             emit({"status": "interrupted", "run_dir": str(run_dir), "message": str(exc)}, as_json and procs.main)
             raise
         except Exception as exc:
-            message = one_line(exc) if isinstance(exc, CvtoolError) else \
-                f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+            message = one_line(exc) if isinstance(exc, CvtoolError) else unexpected(exc)
             emit({"status": "failed", "run_dir": str(run_dir), "error": message}, as_json and procs.main)
             raise
     finally:
@@ -490,6 +489,12 @@ def one_line(exc: CvtoolError) -> str:
     return last.split(": ", 1)[1] if last.startswith(type(exc).__module__) else last
 
 
+def unexpected(exc: BaseException) -> str:
+    """An error cvtool did not foresee, as its type and first line."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = normalize_argv(list(sys.argv[1:] if argv is None else argv))
     command = typer.main.get_command(app)
@@ -519,9 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence, by design
         if os.environ.get("CVTOOL_DEBUG"):
             traceback.print_exc()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"{who}: unexpected error: {type(exc).__name__}: {first} (rerun with --debug for a traceback)",
-              file=sys.stderr)
+        print(f"{who}: unexpected error: {unexpected(exc)} (rerun with --debug for a traceback)", file=sys.stderr)
         return 1
 
 

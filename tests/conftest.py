@@ -60,3 +60,17 @@ TINY_HOTDOG = [
 def tiny_hotdog(hotdog_root):
     """CLI arguments for a seconds-long finetune-hotdog run on the tiny synthetic set."""
     return ["--set", f"data.root={hotdog_root}", *TINY_HOTDOG]
+
+
+def overfit(task, batch, steps: int, lr: float):
+    """Adam on one batch through the task's own step, the model in train mode: (losses, last StepOutput)."""
+    model = task.model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        out = task.train_step(model, batch)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(out.loss.item())
+    return losses, out

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import overfit
+
 from cvtool import config as cfglib
 from cvtool.data import kaggle
 from cvtool.errors import InputError
@@ -63,16 +65,8 @@ def test_a_few_steps_lower_the_loss(root, arch, augment, lr):
     cfg = config(root, f"model.arch={arch}", f"data.augment={augment}", "model.width=8")
     task = cifar.build(cfg)
     model = task.model
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
     batch = task.train_data.__getitems__(list(range(32)))
-    losses = []
-    model.train()
-    for _ in range(20):
-        out = task.train_step(model, batch)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-        losses.append(out.loss.item())
+    losses, out = overfit(task, batch, steps=20, lr=lr)
     assert out.count == 32 and "acc" in out.stats
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
     model.eval()

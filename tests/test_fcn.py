@@ -13,6 +13,8 @@ import torchvision
 from PIL import Image
 from torch import nn
 
+from conftest import overfit
+
 from cvtool import config as c
 from cvtool.data import voc
 from cvtool.errors import InputError, MissingResource
@@ -186,17 +188,9 @@ def test_a_few_train_steps_on_synthetic_data_lower_the_loss(devkit):
     task = fcn.build(tiny_config(devkit))
     assert task.columns[0] == "train_loss" and task.best_metric == "val_miou" and task.best_mode == "max"
     batch = task.collate_fn([task.train_data[k] for k in range(4)])
-    model = task.model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    losses = []
-    for _ in range(8):
-        out = task.train_step(model, batch)
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-        losses.append(out.loss.item())
+    losses, _ = overfit(task, batch, steps=8, lr=0.01)
     assert losses[-1] < 0.7 * losses[0]
-    model.eval()
+    model = task.model.eval()
     val = [task.collate_fn([task.val_data[k] for k in range(len(task.val_data))])]
     with torch.no_grad():
         scores = task.evaluate(model, val, torch.device("cpu"))

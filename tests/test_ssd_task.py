@@ -11,6 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import overfit
+
 from cvtool import config as cfglib
 from cvtool.data.bananas import Augment, BananaDataset, read_labels, synthesize
 from cvtool.errors import InputError, MissingResource
@@ -196,15 +198,7 @@ def test_train_steps_lower_the_loss_then_evaluate_finish_predict(synth, tmp_path
     assert task.columns == ssd.COLUMNS and task.best_metric == "val_map50"
     model = task.model
     batch = torch.utils.data.default_collate([task.train_data[i] for i in range(8)])
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    losses = []
-    for _ in range(8):
-        out = task.train_step(model, batch)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-        losses.append(out.loss.item())
+    losses, out = overfit(task, batch, steps=8, lr=1e-2)
     assert out.count == 8 and set(out.stats) == {"class_err", "bbox_mae"}
     assert losses[-1] < 0.5 * losses[0]
 

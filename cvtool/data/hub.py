@@ -58,17 +58,17 @@ def ensure(root: Path, name: str, download: bool, layout: str) -> Path:
     if root.exists():
         return root
     fix = f"run `cvtool data fetch {name} --root {root}`"
+    elsewhere = f"{fix} where the archive can be reached, or copy the data there"
     if not download:
         raise MissingResource(f"dataset folder {root} does not exist (expected {layout}); "
                               f"{fix} or set data.download: true")
     if os.environ.get("CVTOOL_OFFLINE"):
         raise MissingResource(f"dataset folder {root} does not exist (expected {layout}) and CVTOOL_OFFLINE is set; "
-                              f"{fix} where the archive can be reached, or copy the data there")
+                              f"{elsewhere}")
     try:
         fetch(archive(name), root)
     except MissingResource as exc:
-        raise MissingResource(f"{exc}; dataset folder {root} (expected {layout}): "
-                              f"{fix} where the archive can be reached, or copy the data there") from None
+        raise MissingResource(f"{exc}; dataset folder {root} (expected {layout}): {elsewhere}") from None
     return root
 
 

@@ -1,4 +1,4 @@
-"""Where and how the math runs: device, seeds, precision, processes.
+"""Where and how the math runs: device, seeds, precision, processes, stop signals.
 
 A requested device that is absent is an error, never a silent fall back to the CPU:
 a CI job that asked for a GPU must not pass by training for hours on a CPU.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,3 +151,29 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return device.type
+
+
+class StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def __bool__(self) -> bool:
+        return self.signum is not None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from itertools import islice
@@ -62,11 +61,16 @@ def ignore_sigint(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def loader_options(task: Task, device: torch.device) -> dict[str, Any]:
+    """What the training and validation loaders share."""
+    workers = task.config.data.num_workers
+    return dict(collate_fn=task.collate_fn, pin_memory=device.type == "cuda", num_workers=workers,
+                worker_init_fn=ignore_sigint if workers else None)
+
+
 def val_loader(task: Task, device: torch.device) -> DataLoader:
-    data = task.config.data
-    return DataLoader(task.val_data, batch_size=data.batch_size, shuffle=False, collate_fn=task.collate_fn,
-                      pin_memory=device.type == "cuda", num_workers=data.num_workers,
-                      worker_init_fn=ignore_sigint if data.num_workers else None)
+    return DataLoader(task.val_data, batch_size=task.config.data.batch_size, shuffle=False,
+                      **loader_options(task, device))
 
 
 def evaluate(task: Task, net: nn.Module, loader: DataLoader, device: torch.device, dtype: torch.dtype | None,
@@ -120,32 +124,6 @@ def lr_factor(sched: cfglib.SchedConfig, base_lr: float, steps_per_epoch: int, e
     return factor
 
 
-class StopFlag:
-    """SIGINT/SIGTERM ask the loop to stop at the next step boundary."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopFlag":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self.handle)
-        return self
-
-    def handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def __bool__(self) -> bool:
-        return self.signum is not None
-
-
 class Trainer:
     def __init__(self, task: Task, run: Run, reporter: Reporter):
         self.task = task
@@ -183,12 +161,8 @@ class Trainer:
         self.sampler = EpochSampler(len(task.train_data), tc.seed, batch_size=data.batch_size,
                                     rank=self.procs.rank, world=self.procs.world)
         self.loader_gen = torch.Generator()
-        workers = dict(num_workers=data.num_workers, persistent_workers=False,
-                       worker_init_fn=ignore_sigint if data.num_workers else None)
-        pin = self.device.type == "cuda"
         self.train_loader = DataLoader(task.train_data, batch_size=self.rank_batch, sampler=self.sampler,
-                                       collate_fn=task.collate_fn, pin_memory=pin, generator=self.loader_gen,
-                                       **workers)
+                                       generator=self.loader_gen, **loader_options(task, self.device))
         self.val_loader = val_loader(task, self.device)
         self.steps_per_epoch = self.limit(len(self.train_loader))
         if self.steps_per_epoch == 0:
@@ -280,7 +254,7 @@ class Trainer:
             rundir.write_json(run_dir / "env.json", env)
             self.metrics.start(keep_through_epoch=self.epoch)
         try:
-            with StopFlag() as stop:
+            with runtime.StopFlag() as stop:
                 while self.epoch < self.tc.epochs:
                     self.train_epoch(stop)
             return self.complete()
@@ -291,7 +265,7 @@ class Trainer:
             self.write_summary("failed", error=str(exc) or type(exc).__name__)
             raise
 
-    def train_epoch(self, stop: StopFlag) -> None:
+    def train_epoch(self, stop: runtime.StopFlag) -> None:
         epoch = self.epoch + 1
         start_step = self.step_in_epoch
         self.sampler.set_epoch(epoch, start=start_step * self.rank_batch)
@@ -383,7 +357,7 @@ class Trainer:
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item())
 
-    def stopping(self, stop: StopFlag, step: int | None = None) -> bool:
+    def stopping(self, stop: runtime.StopFlag, step: int | None = None) -> bool:
         """Whether any process was asked to stop: all ranks must leave at the same step, so
         they agree on it every 10 steps (a collective each step would cost a sync each)."""
         if not self.procs.distributed:
@@ -423,7 +397,7 @@ class Trainer:
             return True
         return value > self.best["value"] if self.task.best_mode == "max" else value < self.best["value"]
 
-    def interrupt(self, stop: StopFlag, saved: bool = False) -> None:
+    def interrupt(self, stop: runtime.StopFlag, saved: bool = False) -> None:
         self.reporter.stop_bar()
         path = self.ckpt_dir / "last.pt" if saved else self.save("last.pt")
         name = signal.Signals(stop.signum).name if stop.signum else "signal"

@@ -32,7 +32,6 @@ from cvtool.data.images import load_rgb
 from cvtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cvtool.engine import rundir, runtime
 from cvtool.engine.progress import Reporter, fmt
-from cvtool.engine.trainer import StopFlag
 from cvtool.errors import InputError, Interrupted
 from cvtool.models import vgg
 from cvtool.models.weights import is_none
@@ -484,7 +483,7 @@ def stylize(cfg: Config, content_path: str | Path, style_path: str | Path, outpu
     done = 0
     started = time.perf_counter()
     try:
-        with StopFlag() as stop:  # SIGTERM ends a run like Ctrl-C: summary kept, exit 130
+        with runtime.StopFlag() as stop:  # SIGTERM ends a run like Ctrl-C: summary kept, exit 130
             for hw, shw, steps in zip(sizes, style_sizes, per_scale):
                 content_n = normalize(resize(content_px, hw)).contiguous(memory_format=memory_format)
                 style_n = normalize(resize(style_px, shw)).contiguous(memory_format=memory_format)
