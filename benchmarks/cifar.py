@@ -27,7 +27,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from cvtool.data import kaggle
+from cvtool.data import cifar10, datasets, kaggle, kaggle_synth
 from cvtool.data.batch_augment import BatchAugment
 from cvtool.engine import runtime
 from cvtool.models.cifar import cifar_resnet18
@@ -51,7 +51,7 @@ class BookImages(Dataset):
 
 def book_transform() -> T.Compose:
     return T.Compose([T.Resize(40), T.RandomResizedCrop(32, scale=(0.64, 1.0), ratio=(1.0, 1.0)),
-                      T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(kaggle.CIFAR_MEAN, kaggle.CIFAR_STD)])
+                      T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(cifar10.CIFAR_MEAN, cifar10.CIFAR_STD)])
 
 
 def sync(device: torch.device) -> None:
@@ -103,9 +103,9 @@ def cvtool_way(images: torch.Tensor, labels: torch.Tensor, args, device: torch.d
     model, opt = fresh_model(args.width, device, channels_last)
     if device.type == "cuda":
         images, labels = images.to(device), labels.to(device)
-    augment = BatchAugment("book", kaggle.CIFAR_MEAN, kaggle.CIFAR_STD)
-    loader = DataLoader(kaggle.TensorBatches(images, labels), batch_size=args.batch_size, shuffle=True,
-                        drop_last=True, collate_fn=kaggle.collate)
+    augment = BatchAugment("book", cifar10.CIFAR_MEAN, cifar10.CIFAR_STD)
+    loader = DataLoader(datasets.TensorBatches(images, labels), batch_size=args.batch_size, shuffle=True,
+                        drop_last=True, collate_fn=datasets.collate)
 
     def step(x, y):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -141,7 +141,7 @@ def main() -> None:
     dtype = runtime.amp_dtype(device, args.amp)
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.data or kaggle.synthesize_cifar(Path(tmp) / "cifar10", n_train=args.n_train, n_test=1)
+        root = args.data or kaggle_synth.synthesize_cifar(Path(tmp) / "cifar10", n_train=args.n_train, n_test=1)
         labeled = kaggle.read_labels(root, kaggle.CIFAR)
         n, batches = len(labeled.ids), len(labeled.ids) // args.batch_size  # drop_last: whole batches only
         if batches <= args.warmup:
@@ -150,7 +150,7 @@ def main() -> None:
             parser.error(f"{n} images make {batches} batches of {args.batch_size}, none left to time after "
                          f"--warmup {args.warmup}; {more}, or lower --batch-size or --warmup")
         began = time.perf_counter()
-        images, _ = kaggle.cached_train_images(labeled, cache_dir=Path(tmp) / "cache")
+        images, _ = cifar10.cached_train_images(labeled, cache_dir=Path(tmp) / "cache")
         decode_s = time.perf_counter() - began
         book = book_way(labeled, args, device)
         ours = cvtool_way(images, labeled.labels, args, device, dtype)

@@ -71,16 +71,17 @@ from torch.utils.data import DataLoader
 
 from cvtool import config as cfglib
 from cvtool import tasks
-from cvtool.data import bananas, hotdog, kaggle, voc
-from cvtool.data.batch_augment import hflip, normalize
+from cvtool.data import bananas, hotdog, kaggle_synth, voc
+from cvtool.data.batch_augment import hflip
 from cvtool.data.textures import background
-from cvtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cvtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from cvtool.engine import runtime, trainer
 from cvtool.engine.progress import Reporter
 from cvtool.errors import CvtoolError
 from cvtool.models import vgg
 from cvtool.models.weights import pretrained
 from cvtool.tasks import stylize as st
+from cvtool.tasks import stylize_images
 
 RESNET = "resnet18-224"
 STYLIZE = "stylize"
@@ -200,9 +201,9 @@ def synth_jobs(specs: list[Spec], sizes: Sizes, root: Path, parts: int) -> tuple
         elif spec.data == "voc":
             jobs.append((voc.synthesize, out, {"n_train": need, "n_val": 2, "size": round(sizes.image * 375 / 256)}))
         elif spec.data == "cifar":
-            jobs.append((kaggle.synthesize_cifar, out, {"n_train": spec.pool, "n_test": 1}))
+            jobs.append((kaggle_synth.synthesize_cifar, out, {"n_train": spec.pool, "n_test": 1}))
         elif spec.data == "dogs":
-            jobs.append((kaggle.synthesize_dogs, out, {"n_train": max(need, sizes.dog_classes), "n_test": 1,
+            jobs.append((kaggle_synth.synthesize_dogs, out, {"n_train": max(need, sizes.dog_classes), "n_test": 1,
                                                        "classes": sizes.dog_classes}))
     return jobs, hotdog_parts
 
@@ -495,7 +496,7 @@ def run_book_stylize(content: Path, style: Path, sizes: Sizes, device: torch.dev
     book = stylize_benchmark()
     torch.manual_seed(0)
     net = vgg.build_layers(vgg.tap_index(max(book.STYLE + book.CONTENT)))[:29].to(device)
-    pictures = [st.normalize(st.resize(st.read_image(p, "picture"), sizes.stylize_hw)).to(device)
+    pictures = [stylize_images.normalize(stylize_images.resize(stylize_images.read_image(p, "picture"), sizes.stylize_hw)).to(device)
                 for p in (content, style)]
     step = book.book_step(net, pictures[0], pictures[1], nn.Parameter(pictures[0].clone()))
 

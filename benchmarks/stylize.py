@@ -24,7 +24,9 @@ from torch import nn
 
 from cvtool.engine import runtime
 from cvtool.models import vgg
+from cvtool.ops import style as style_ops
 from cvtool.tasks import stylize as st
+from cvtool.tasks import stylize_images, stylize_loop
 
 STYLE, CONTENT = [0, 5, 10, 19, 28], [25]
 
@@ -46,7 +48,7 @@ def book_step(net: nn.Sequential, content: torch.Tensor, style: torch.Tensor,
     contents_y, _ = extract(content)
     _, styles_y = extract(style)
     contents_y = [y.detach() for y in contents_y]
-    grams_y = [st.gram(y).detach() for y in styles_y]
+    grams_y = [style_ops.gram(y).detach() for y in styles_y]
     optimizer = torch.optim.Adam([image], lr=0.3)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 50, 0.8)
 
@@ -54,8 +56,8 @@ def book_step(net: nn.Sequential, content: torch.Tensor, style: torch.Tensor,
         optimizer.zero_grad()
         contents, styles = extract(image)
         c = [F.mse_loss(y, t) * 1.0 for y, t in zip(contents, contents_y)]
-        s = [(st.gram(y) - g).square().mean() * 1e4 for y, g in zip(styles, grams_y)]
-        loss = sum(s + c + [st.tv_loss(image) * 10])
+        s = [(style_ops.gram(y) - g).square().mean() * 1e4 for y, g in zip(styles, grams_y)]
+        loss = sum(s + c + [style_ops.tv_loss(image) * 10])
         loss.backward()
         optimizer.step()
         scheduler.step()
@@ -69,20 +71,20 @@ def cvtool_step(body: nn.Sequential, content: torch.Tensor, style: torch.Tensor,
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = vgg.VGGFeatures(copy.deepcopy(body), STYLE + CONTENT).to(memory_format=fmt)
     cfg = st.Config()
-    targets = st.compute_targets(net, content.contiguous(memory_format=fmt), style.contiguous(memory_format=fmt),
-                                 cfg, device, dtype)
+    targets = stylize_loop.compute_targets(net, content.contiguous(memory_format=fmt), style.contiguous(memory_format=fmt),
+                                 cfg.model, device, dtype)
     image = content.clone().contiguous(memory_format=fmt).requires_grad_(True)
     optimizer = torch.optim.Adam([image], lr=cfg.optim.lr)
-    one = st.make_step(net, targets, cfg.loss, device, dtype)
+    one = stylize_loop.make_step(net, targets, cfg.loss, device, dtype)
     pending: list[torch.Tensor] = []
     done = [0]
 
     def step() -> None:
-        optimizer.param_groups[0]["lr"] = st.step_lr(cfg.optim, done[0])
+        optimizer.param_groups[0]["lr"] = stylize_loop.step_lr(cfg.optim, done[0])
         pending.append(one(image, optimizer))
         done[0] += 1
-        if len(pending) == st.FLUSH_EVERY:
-            st.flush(pending, done[0])
+        if len(pending) == stylize_loop.FLUSH_EVERY:
+            stylize_loop.flush(pending, done[0])
             pending.clear()
 
     return step
@@ -139,8 +141,8 @@ def main() -> None:
     print(f"{'size':>9}  {'variant':<24} {'ms/step':>9} {'vs book':>8}")
     for text in args.sizes.split(","):
         h, w = (int(v) for v in text.lower().split("x"))
-        content = st.normalize(torch.rand(1, 3, h, w, device=device))
-        style = st.normalize(torch.rand(1, 3, h, w, device=device))
+        content = stylize_images.normalize(torch.rand(1, 3, h, w, device=device))
+        style = stylize_images.normalize(torch.rand(1, 3, h, w, device=device))
         variants: list[tuple[str, Callable[[], Callable[[], None]]]] = [
             ("book (fp32)", lambda: book_step(book_net, content, style, nn.Parameter(content.clone()))),
             ("cvtool fp32", lambda: cvtool_step(body, content, style, device, None, False)),

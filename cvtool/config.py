@@ -9,6 +9,7 @@ that name the dotted key and, for a misspelling, the nearest valid one.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -16,7 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Protocol, Union
 
 import yaml
 
@@ -89,6 +90,31 @@ class TrainConfig:
         None, "at most this many train and validation batches per epoch (smoke runs); null = all", ge=1)
 
 
+class TaskConfig(Protocol):
+    """What the trainer reads from every trainable task's config; each task's ``Config``
+    dataclass has these four sections (subclasses of the ones above) plus its own."""
+
+    data: DataConfig
+    optim: OptimConfig
+    sched: SchedConfig
+    train: TrainConfig
+
+
+TRAINER_SECTIONS = {"data": DataConfig, "optim": OptimConfig, "sched": SchedConfig, "train": TrainConfig}
+
+
+def check_task_config(schema: type) -> None:
+    """A trainable task's config must be a dataclass with the sections the trainer reads."""
+    if not dataclasses.is_dataclass(schema):
+        raise TypeError(f"{schema.__qualname__} is not a dataclass")
+    hints = typing.get_type_hints(schema)
+    for name, base in TRAINER_SECTIONS.items():
+        kind = hints.get(name)
+        if not (isinstance(kind, type) and issubclass(kind, base)):
+            raise TypeError(f"{schema.__module__}.{schema.__qualname__}.{name} must be a {base.__name__} "
+                            f"(or a subclass), got {kind!r}")
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -100,13 +126,17 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def load(schema: type, path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
-    """Build ``schema`` from the defaults, then a YAML file, then ``KEY=VALUE`` overrides."""
-    data: dict = {}
+def load(schema: type, path: str | Path | None = None, overrides: list[str] | None = None,
+         values: dict[str, Any] | None = None, base: dict | None = None) -> Any:
+    """Build ``schema`` from the defaults, then ``base`` (a saved config) or a YAML file,
+    then ``KEY=VALUE`` overrides, then ``values``: typed dotted keys (CLI flags), as given."""
+    data: dict = copy.deepcopy(base) if base is not None and path is None else {}
     if path is not None:
         data = read_yaml(Path(path))
     for item in overrides or []:
         key, value = parse_override(item)
+        set_dotted(data, key, value)
+    for key, value in (values or {}).items():
         set_dotted(data, key, value)
     return from_dict(schema, data)
 

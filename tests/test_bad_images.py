@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from cvtool import config as cfglib
-from cvtool.data import bananas, kaggle, voc
+from cvtool.data import bananas, kaggle_synth, voc
 from cvtool.errors import InputError
 from cvtool.tasks import cifar, dog, fcn, hotdog, ssd
 
@@ -76,7 +76,7 @@ CASES = {
         victim=lambda root: root / "train" / "hotdog" / "0.png",
         total=6),
     "dog": Case(
-        make=lambda out: kaggle.synthesize_dogs(out, n_train=9, n_test=2, classes=3, seed=5),
+        make=lambda out: kaggle_synth.synthesize_dogs(out, n_train=9, n_test=2, classes=3, seed=5),
         config=lambda root, mode: cfglib.load(dog.Config, None, [
             f"data.root={root}", "data.tiny=false", "model.weights=none", "model.num_classes=3",
             "model.hidden=4", "data.image_size=32", "data.resize=36", "data.num_workers=0",
@@ -85,7 +85,7 @@ CASES = {
         victim=lambda root: root / "train" / f"{first_csv_id(root / 'labels.csv')}.jpg",
         total=9),
     "cifar": Case(
-        make=lambda out: kaggle.synthesize_cifar(out, n_train=20, n_test=3, seed=1),
+        make=lambda out: kaggle_synth.synthesize_cifar(out, n_train=20, n_test=3, seed=1),
         config=lambda root, mode: cfglib.load(cifar.Config, None, [
             f"data.root={root}", "data.tiny=false", f"data.cache_dir={root.parent / 'cache'}",
             "model.arch=fastnet", "model.width=4", "data.split=train_valid", "train.device=cpu",

@@ -1299,15 +1299,15 @@ def data_fetch_unknown_dataset(env):
 @pytest.fixture(scope="session")
 def pristine(tmp_path_factory, hotdog_root) -> dict[str, Path]:
     """One tiny dataset per task in its real layout; cases copy what they break."""
-    from cvtool.data import bananas, kaggle, voc
+    from cvtool.data import bananas, kaggle_synth, voc
 
     base = tmp_path_factory.mktemp("pristine")
     return {
         "hotdog": hotdog_root,
         "bananas": bananas.synthesize(base / "bananas", n_train=4, n_val=2, size=64),
         "voc": voc.synthesize(base / "voc", n_train=2, n_val=2, size=32, classes=2),
-        "cifar": kaggle.synthesize_cifar(base / "cifar", n_train=20, n_test=2),
-        "dogs": kaggle.synthesize_dogs(base / "dogs", n_train=6, n_test=2, classes=3),
+        "cifar": kaggle_synth.synthesize_cifar(base / "cifar", n_train=20, n_test=2),
+        "dogs": kaggle_synth.synthesize_dogs(base / "dogs", n_train=6, n_test=2, classes=3),
     }
 
 
@@ -1393,10 +1393,10 @@ def test_hotdog_loader_converts_odd_modes(hotdog_root, tmp_path):
 
 
 def test_dog_loader_converts_odd_modes(tmp_path):
-    from cvtool.data import kaggle
+    from cvtool.data import kaggle, kaggle_synth
     from cvtool.tasks import dog
 
-    root = kaggle.synthesize_dogs(tmp_path / "dogs", n_train=len(odd_images()) * 2, n_test=1, classes=2)
+    root = kaggle_synth.synthesize_dogs(tmp_path / "dogs", n_train=len(odd_images()) * 2, n_test=1, classes=2)
     files = kaggle.read_labels(root, kaggle.DOGS).files
     for path, (img, fmt) in zip(files, odd_images().values()):
         img.save(path, fmt)
@@ -1415,7 +1415,7 @@ def test_dog_loader_converts_odd_modes(tmp_path):
 
 @pytest.mark.parametrize("name", ["L", "LA", "RGBA", "P", "I;16"])
 def test_cifar_decoder_converts_odd_modes(name, tmp_path):
-    from cvtool.data import kaggle
+    from cvtool.data import cifar10
 
     rgb = noise(32, 32, 9)
     grey = rgb[..., 0]
@@ -1424,7 +1424,7 @@ def test_cifar_decoder_converts_odd_modes(name, tmp_path):
            "I;16": Image.fromarray(grey.astype(np.uint16) * 257 + 200)}[name]
     path = tmp_path / "1.png"
     img.save(path)
-    got = kaggle.decode_cifar_png(path)
+    got = cifar10.decode_cifar_png(path)
     assert got.dtype == torch.uint8 and got.shape == (3, 32, 32)
     with Image.open(path) as stored:
         want = expected_rgb(stored)
@@ -1432,10 +1432,10 @@ def test_cifar_decoder_converts_odd_modes(name, tmp_path):
 
 
 def test_a_damaged_cifar_cache_is_rebuilt(pristine, tmp_path):
-    from cvtool.data import kaggle
+    from cvtool.data import cifar10, kaggle
 
     labeled = kaggle.read_labels(pristine["cifar"], kaggle.CIFAR)
-    images, path = kaggle.cached_train_images(labeled, tmp_path)
+    images, path = cifar10.cached_train_images(labeled, tmp_path)
     path.write_bytes(b"these are not tensors\n")
-    again, rebuilt = kaggle.cached_train_images(labeled, tmp_path)
+    again, rebuilt = cifar10.cached_train_images(labeled, tmp_path)
     assert rebuilt == path and torch.equal(again, images)

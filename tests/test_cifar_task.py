@@ -14,14 +14,14 @@ import torch
 from conftest import overfit
 
 from cvtool import config as cfglib
-from cvtool.data import kaggle
+from cvtool.data import kaggle, kaggle_synth
 from cvtool.errors import InputError
 from cvtool.tasks import cifar
 
 
 @pytest.fixture(scope="session")
 def cifar_src(tmp_path_factory) -> Path:
-    return kaggle.synthesize_cifar(tmp_path_factory.mktemp("data") / "cifar", n_train=60, n_test=11, seed=4)
+    return kaggle_synth.synthesize_cifar(tmp_path_factory.mktemp("data") / "cifar", n_train=60, n_test=11, seed=4)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 import json
+from importlib.metadata import EntryPoint
 
-from cvtool import tasks
+from cvtool.tasks import registry
 
 SIX = ["finetune-hotdog", "train-ssd", "train-fcn", "stylize", "train-cifar", "train-dog"]
 
@@ -18,7 +19,11 @@ def test_version(cli):
 
 
 def test_a_command_not_built_yet_says_so(cli, monkeypatch):
-    monkeypatch.setitem(tasks.COMMANDS, "train-ssd", "cvtool.tasks.not_there")
+    """An installed plugin's entry point whose module is not there: listed, and says so."""
+    registry.discover()
+    monkeypatch.delitem(registry._SPECS, "train-ssd")
+    monkeypatch.setattr(registry, "entry_points",
+                        lambda: [EntryPoint("train-ssd", "cvtool.tasks.not_there", registry.GROUP)])
     code, out, err = cli("train-ssd")
     assert code == 2
     assert "train-ssd is not built yet" in err and "Traceback" not in err

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import default_collate
 
 from cvtool import config as cfglib
-from cvtool.data import kaggle
+from cvtool.data import datasets, kaggle_synth
 from cvtool.data.images import load_rgb
 from cvtool.engine.trainer import build_optimizer
 from cvtool.errors import InputError
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="session")
 def dogs_src(tmp_path_factory) -> Path:
-    return kaggle.synthesize_dogs(tmp_path_factory.mktemp("data") / "dogs", n_train=24, n_test=5, classes=3, seed=5)
+    return kaggle_synth.synthesize_dogs(tmp_path_factory.mktemp("data") / "dogs", n_train=24, n_test=5, classes=3, seed=5)
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def train_steps(task, steps: int = 2, lr: float = 0.05) -> list[float]:
     losses = []
     for step in range(steps):
         idx = [(4 * step + k) % len(task.train_data) for k in range(4)]
-        batch = (task.train_data.__getitems__(idx) if isinstance(task.train_data, kaggle.TensorBatches)
+        batch = (task.train_data.__getitems__(idx) if isinstance(task.train_data, datasets.TensorBatches)
                  else default_collate([task.train_data[i] for i in idx]))
         out = task.train_step(task.model, batch)
         optimizer.zero_grad()
@@ -106,7 +106,7 @@ def test_cached_and_uncached_frozen_training_give_the_same_head(root):
     cached = dog.build(config(root, "finetune.cache_features=true", "data.augment=false"))
     torch.manual_seed(0)
     direct = dog.build(config(root, "data.augment=false"))
-    assert isinstance(cached.train_data, kaggle.TensorBatches)
+    assert isinstance(cached.train_data, datasets.TensorBatches)
     assert cached.train_data.inputs.shape == (len(direct.train_data), 1000)
     assert all(torch.equal(a, b) for a, b in zip(cached.model.head.parameters(), direct.model.head.parameters()))
     losses = train_steps(cached, steps=3)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision
 
-from cvtool.data import bananas, hotdog, kaggle, voc
+from cvtool.data import bananas, hotdog, kaggle_synth, voc
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,7 +27,7 @@ def roots(tmp_path_factory) -> dict[str, Path]:
     return {
         "bananas": bananas.synthesize(base / "bananas", n_train=16, n_val=4, size=64, seed=3),
         "voc": voc.synthesize(base / "VOCdevkit", n_train=6, n_val=3, size=48, classes=3),
-        "dogs": kaggle.synthesize_dogs(base / "dogs", n_train=24, n_test=2, classes=3, seed=5),
+        "dogs": kaggle_synth.synthesize_dogs(base / "dogs", n_train=24, n_test=2, classes=3, seed=5),
     }
 
 
@@ -120,7 +120,7 @@ def test_eval_on_another_root_and_its_errors(cli, tiny_hotdog, roots, tmp_path):
 
 
 def test_a_run_without_a_validation_split_says_so(cli, tmp_path):
-    root = kaggle.synthesize_cifar(tmp_path / "cifar", n_train=20, n_test=2, seed=4)
+    root = kaggle_synth.synthesize_cifar(tmp_path / "cifar", n_train=20, n_test=2, seed=4)
     train(cli, "train-cifar", sets(data__root=root, data__tiny="false", model__width=4, data__batch_size=8,
                                    data__split="train_valid"))
     code, out, err = cli("eval", "--checkpoint", "run/checkpoints/last.pt")

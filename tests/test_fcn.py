@@ -219,3 +219,22 @@ def test_finish_and_predict_write_pictures_and_masks(devkit, tmp_path):
         assert Image.open(r["overlay"]).size == size
     with pytest.raises(InputError, match="--out"):
         fcn.predict(model, cfg, task.metadata, [gray], torch.device("cpu"), {})
+
+
+def test_inputs_sharing_a_stem_get_their_own_output_files(devkit, tmp_path):
+    from cvtool.tasks.outputs import UniqueStems
+
+    names = UniqueStems()
+    assert [names(p) for p in ("a/x.png", "x-2.png", "b/x.jpg", "x_1.png", "c/x.png")] == \
+        ["x", "x-2", "x_1", "x_1_1", "x_2"]
+    cfg = tiny_config(devkit)
+    model = fcn.build_model(cfg).eval()
+    paths = []
+    for folder in ("a", "b", "c"):
+        (tmp_path / folder).mkdir()
+        paths.append(tmp_path / folder / "coffee.png")
+        Image.new("RGB", (24, 16), (30, 60, 90)).save(paths[-1])
+    results = fcn.predict(model, cfg, {}, paths, torch.device("cpu"), {"out": tmp_path / "out"})
+    masks = [Path(r["mask"]).name for r in results]
+    assert masks == ["coffee_mask.png", "coffee_1_mask.png", "coffee_2_mask.png"]
+    assert all(Path(r["mask"]).is_file() and Path(r["overlay"]).is_file() for r in results)

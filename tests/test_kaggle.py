@@ -16,13 +16,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from cvtool.data import batch_augment as ba
-from cvtool.data import kaggle
+from cvtool.data import cifar10, datasets, decoded_cache, kaggle, kaggle_synth
 from cvtool.errors import InputError, MissingResource
 
 
 @pytest.fixture(scope="session")
 def cifar_src(tmp_path_factory) -> Path:
-    return kaggle.synthesize_cifar(tmp_path_factory.mktemp("data") / "cifar", n_train=40, n_test=7, seed=1)
+    return kaggle_synth.synthesize_cifar(tmp_path_factory.mktemp("data") / "cifar", n_train=40, n_test=7, seed=1)
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_missing_csv_is_a_missing_resource(cifar_root):
 
 
 def test_dog_breeds_come_from_the_sample_submission(tmp_path):
-    root = kaggle.synthesize_dogs(tmp_path / "dogs", n_train=6, n_test=2, classes=3, seed=0)
+    root = kaggle_synth.synthesize_dogs(tmp_path / "dogs", n_train=6, n_test=2, classes=3, seed=0)
     labeled = kaggle.read_labels(root, kaggle.DOGS)
     assert labeled.classes == ["breed_000", "breed_001", "breed_002"]
     first = (root / "labels.csv").read_text().splitlines()[1].split(",")[0]
@@ -113,7 +113,7 @@ def test_dog_breeds_come_from_the_sample_submission(tmp_path):
 
 
 def test_synthetic_dogs_have_varied_sizes_and_kaggle_columns(tmp_path):
-    root = kaggle.synthesize_dogs(tmp_path / "dogs", n_train=8, n_test=3, classes=4, seed=2)
+    root = kaggle_synth.synthesize_dogs(tmp_path / "dogs", n_train=8, n_test=3, classes=4, seed=2)
     sizes = {Image.open(p).size for p in (root / "train").iterdir()}
     assert len(sizes) > 4 and all(Image.open(p).format == "JPEG" for p in (root / "test").iterdir())
     header = (root / "sample_submission.csv").read_text().splitlines()[0].split(",")
@@ -129,34 +129,34 @@ def test_non_png_and_corrupt_and_wrong_size_images_are_named(cifar_root):
     bad = labeled.files[2]
     buf = io.BytesIO()
     Image.new("RGB", (32, 32)).save(buf, format="JPEG")
-    cases = [(buf.getvalue(), "is not a PNG image"), (kaggle.PNG_SIGNATURE + b"junk", "not a readable PNG")]
+    cases = [(buf.getvalue(), "is not a PNG image"), (cifar10.PNG_SIGNATURE + b"junk", "not a readable PNG")]
     for content, message in cases:
         bad.write_bytes(content)
         with pytest.raises(InputError, match=message) as err:
-            kaggle.cached_train_images(labeled)
+            cifar10.cached_train_images(labeled)
         assert str(bad) in str(err.value)
     Image.new("RGB", (16, 16)).save(bad)
     with pytest.raises(InputError, match="is 16x16 pixels"):
-        kaggle.cached_train_images(labeled)
+        cifar10.cached_train_images(labeled)
 
 
 def test_cache_is_reused_then_rebuilt_when_the_folder_changes(cifar_root, monkeypatch):
     calls = []
-    real = kaggle.decode_cifar_png
-    monkeypatch.setattr(kaggle, "decode_cifar_png", lambda p: calls.append(p) or real(p))
+    real = cifar10.decode_cifar_png
+    monkeypatch.setattr(cifar10, "decode_cifar_png", lambda p: calls.append(p) or real(p))
     labeled = kaggle.read_labels(cifar_root, kaggle.CIFAR)
-    first, path = kaggle.cached_train_images(labeled)
+    first, path = cifar10.cached_train_images(labeled)
     assert len(calls) == 40 and path.parent == cifar_root / ".cvtool-cache"
     assert first.shape == (40, 3, 32, 32) and first.dtype == torch.uint8
     expected = torch.from_numpy(np.array(Image.open(labeled.files[5]).convert("RGB"))).permute(2, 0, 1)
     assert torch.equal(first[5], expected)
 
-    again, path2 = kaggle.cached_train_images(labeled)
+    again, path2 = cifar10.cached_train_images(labeled)
     assert len(calls) == 40 and path2 == path and torch.equal(again, first)
 
     Image.new("RGB", (32, 32), (255, 0, 0)).save(labeled.files[5])
     os.utime(labeled.files[5], ns=(1, 1))
-    rebuilt, path3 = kaggle.cached_train_images(labeled)
+    rebuilt, path3 = cifar10.cached_train_images(labeled)
     assert len(calls) == 80 and path3 != path and not path.exists()
     assert rebuilt[5, 0].eq(255).all() and rebuilt[5, 1:].eq(0).all()
     assert torch.equal(rebuilt[:5], first[:5])
@@ -164,19 +164,19 @@ def test_cache_is_reused_then_rebuilt_when_the_folder_changes(cifar_root, monkey
 
 def test_cache_follows_the_csv_order(cifar_root):
     labeled = kaggle.read_labels(cifar_root, kaggle.CIFAR)
-    images, _ = kaggle.cached_train_images(labeled)
+    images, _ = cifar10.cached_train_images(labeled)
     rows = (cifar_root / "trainLabels.csv").read_text().splitlines()
     write_labels(cifar_root, rows[1:][::-1])
     reversed_rows = kaggle.read_labels(cifar_root, kaggle.CIFAR)
-    again, _ = kaggle.cached_train_images(reversed_rows)
+    again, _ = cifar10.cached_train_images(reversed_rows)
     assert torch.equal(again, images.flip(0))
 
 
 def test_read_only_data_caches_under_xdg(cifar_root, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    real = kaggle.writable
-    monkeypatch.setattr(kaggle, "writable", lambda d: d != cifar_root / ".cvtool-cache" and real(d))
-    _, path = kaggle.cached_train_images(kaggle.read_labels(cifar_root, kaggle.CIFAR))
+    real = decoded_cache.writable
+    monkeypatch.setattr(decoded_cache, "writable", lambda d: d != cifar_root / ".cvtool-cache" and real(d))
+    _, path = cifar10.cached_train_images(kaggle.read_labels(cifar_root, kaggle.CIFAR))
     assert path.is_relative_to(tmp_path / "xdg" / "cvtool") and path.is_file()
 
 
@@ -185,7 +185,7 @@ def test_test_chunks_cover_every_id_once_in_numeric_order(cifar_root):
         shutil.copy(cifar_root / "test" / "1.png", cifar_root / "test" / f"{i}.png")
     seen = []
     progress = []
-    for ids, images in kaggle.cifar_test_chunks(cifar_root / "test", chunk=3, progress=lambda d, t: progress.append(d)):
+    for ids, images in cifar10.cifar_test_chunks(cifar_root / "test", chunk=3, progress=lambda d, t: progress.append(d)):
         assert images.shape == (len(ids), 3, 32, 32) and len(ids) <= 3
         seen += ids
     assert seen == [str(i) for i in range(1, 12)]
@@ -207,8 +207,8 @@ def test_torchvision_batches_are_read_safely(tmp_path):
     for i in range(1, 6):
         write_batch(folder / f"data_batch_{i}", 3, i)
     write_batch(folder / "test_batch", 4, 9)
-    assert kaggle.torchvision_folder(tmp_path) == folder
-    images, labels, test_images, test_labels = kaggle.read_torchvision_cifar(folder)
+    assert cifar10.torchvision_folder(tmp_path) == folder
+    images, labels, test_images, test_labels = cifar10.read_torchvision_cifar(folder)
     assert images.shape == (15, 3, 32, 32) and labels.shape == (15,) and test_images.shape == (4, 3, 32, 32)
 
     class Evil:
@@ -217,7 +217,7 @@ def test_torchvision_batches_are_read_safely(tmp_path):
 
     write_batch(folder / "test_batch", 0, 0, payload={"data": Evil(), "labels": []})
     with pytest.raises(InputError, match="refusing to load"):
-        kaggle.read_torchvision_cifar(folder)
+        cifar10.read_torchvision_cifar(folder)
 
 
 # --------------------------------------------------------------------------- locating
@@ -261,9 +261,9 @@ def test_submission_columns_follow_the_sample_order():
 
 
 def test_tensor_batches_gather_whole_batches():
-    data = kaggle.TensorBatches(torch.arange(20).view(10, 2), torch.arange(10))
-    batches = list(DataLoader(data, batch_size=4, shuffle=False, collate_fn=kaggle.collate))
-    assert [type(b) for b in batches] == [kaggle.Batch] * 3
+    data = datasets.TensorBatches(torch.arange(20).view(10, 2), torch.arange(10))
+    batches = list(DataLoader(data, batch_size=4, shuffle=False, collate_fn=datasets.collate))
+    assert [type(b) for b in batches] == [datasets.Batch] * 3
     x, y = batches[1]
     assert y.tolist() == [4, 5, 6, 7] and x.tolist() == [[8, 9], [10, 11], [12, 13], [14, 15]]
     assert data[3][1].item() == 3
@@ -313,7 +313,7 @@ def test_batch_augment_normalises_and_only_randomises_training():
 
 
 def test_a_tiny_sample_may_list_more_ids_than_it_has_images(tmp_path):
-    root = kaggle.synthesize_dogs(tmp_path / "dogs", n_train=12, n_test=2, classes=3, seed=1)
+    root = kaggle_synth.synthesize_dogs(tmp_path / "dogs", n_train=12, n_test=2, classes=3, seed=1)
     with open(root / "labels.csv", "a", encoding="utf-8") as fh:
         fh.write("ffffffffffffffffffffffffffffffff,breed_000\n")
     with pytest.raises(InputError, match="unknown id ffff"):

@@ -223,3 +223,17 @@ def test_train_steps_lower_the_loss_then_evaluate_finish_predict(synth, tmp_path
     assert Image.open(results[0]["drawn"]).size == (128, 96)
     with pytest.raises(InputError, match="threshold"):
         ssd.predict(model, task.config, task.metadata, [photo], torch.device("cpu"), {"threshold": 2})
+
+
+def test_predict_names_pictures_of_inputs_sharing_a_stem_apart(tmp_path):
+    cfg = tiny_config(tmp_path)
+    model = ssd.build_model(cfg)
+    paths = []
+    for folder, size in (("a", (80, 60)), ("b", (64, 64)), ("c", (50, 90))):
+        (tmp_path / folder).mkdir()
+        paths.append(tmp_path / folder / "photo.jpg")
+        Image.new("RGB", size, (200, 180, 40)).save(paths[-1])
+    results = ssd.predict(model, cfg, {"classes": ["banana"], "image_size": 64}, paths, torch.device("cpu"),
+                          {"threshold": 0.0, "out": tmp_path / "drawn"})
+    assert [Path(r["drawn"]).name for r in results] == ["photo.png", "photo_1.png", "photo_2.png"]
+    assert [Image.open(r["drawn"]).size for r in results] == [(80, 60), (64, 64), (50, 90)]

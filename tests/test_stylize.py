@@ -21,7 +21,9 @@ from cvtool.cli import main
 from cvtool.engine.progress import Reporter
 from cvtool.errors import InputError
 from cvtool.models import vgg
+from cvtool.ops import style as style_ops
 from cvtool.tasks import stylize as st
+from cvtool.tasks import stylize_images, stylize_loop, stylize_memory
 
 TINY = ["model.weights=none", "image.size=[32,48]", "run.device=cpu", "optim.steps=6"]
 
@@ -54,12 +56,12 @@ def rows(path: Path) -> list[dict[str, float]]:
 def test_gram_of_a_hand_made_map():
     x = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])  # c=2, h=1, w=2
     expected = torch.tensor([[5.0, 11.0], [11.0, 25.0]]) / 4
-    assert torch.allclose(st.gram(x)[0], expected)
+    assert torch.allclose(style_ops.gram(x)[0], expected)
 
 
 def test_total_variation_by_hand():
     x = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]])
-    assert st.tv_loss(x).item() == pytest.approx(0.5 * (2.0 + 1.0))
+    assert style_ops.tv_loss(x).item() == pytest.approx(0.5 * (2.0 + 1.0))
 
 
 def test_size_parsing_and_scales():
@@ -78,9 +80,9 @@ def test_size_parsing_and_scales():
 
 def test_ycbcr_round_trip_and_grey_has_no_chroma():
     rgb = torch.rand(1, 3, 5, 7)
-    assert torch.allclose(st.from_ycbcr(st.to_ycbcr(rgb)), rgb, atol=1e-5)
-    grey = st.luminance(rgb)
-    assert torch.allclose(st.to_ycbcr(grey)[:, 1:], torch.zeros(1, 2, 5, 7), atol=1e-5)
+    assert torch.allclose(style_ops.from_ycbcr(style_ops.to_ycbcr(rgb)), rgb, atol=1e-5)
+    grey = style_ops.luminance(rgb)
+    assert torch.allclose(style_ops.to_ycbcr(grey)[:, 1:], torch.zeros(1, 2, 5, 7), atol=1e-5)
 
 
 def test_vgg_is_truncated_frozen_and_rectified():
@@ -118,7 +120,7 @@ class Terminal(io.StringIO):
 
 def test_progress_is_a_line_per_flush_when_plain_and_a_bar_on_a_terminal(pics, tmp_path, monkeypatch):
     content, style = pics
-    monkeypatch.setattr(st, "FLUSH_EVERY", 2)
+    monkeypatch.setattr(stylize_loop, "FLUSH_EVERY", 2)
     plain = io.StringIO()
     st.stylize(tiny(), content, style, tmp_path / "a.png", reporter=Reporter(plain))
     steps = [line.split()[1] for line in plain.getvalue().splitlines() if line.startswith("step ")]
@@ -143,16 +145,16 @@ def test_style_loss_alone_falls_and_runs_repeat_exactly(pics, tmp_path):
 def test_preserve_color_keeps_the_content_chroma(pics, tmp_path):
     content, style = pics
     st.stylize(tiny("image.preserve_color=true"), content, style, tmp_path / "out.png")
-    out = st.to_pixels(Image.open(tmp_path / "out.png"))
-    src = st.to_pixels(Image.open(content))
-    out_ycc, src_ycc = st.to_ycbcr(out), st.to_ycbcr(src)
+    out = stylize_images.to_pixels(Image.open(tmp_path / "out.png"))
+    src = stylize_images.to_pixels(Image.open(content))
+    out_ycc, src_ycc = style_ops.to_ycbcr(out), style_ops.to_ycbcr(src)
     assert (out_ycc[:, 1:] - src_ycc[:, 1:]).abs().mean() < 0.005  # 0.02 without preserve_color
     assert (out_ycc[:, :1] - src_ycc[:, :1]).abs().mean() > 0.01  # the luma did change
 
 
 def test_memory_refusal_names_the_estimate(pics, tmp_path, monkeypatch, capsys):
     content, style = pics
-    monkeypatch.setattr(st, "available_memory", lambda device: 1000)
+    monkeypatch.setattr(stylize_memory, "available_memory", lambda device: 1000)
     out = tmp_path / "out.png"
     code = main(["stylize", str(content), str(style), "-o", str(out), "--set", "model.weights=none",
                  "--device", "cpu", "--size", "32,48", "--steps", "1"])
@@ -179,8 +181,8 @@ def test_unwritable_outputs_are_refused_up_front(tmp_path):
     (tmp_path / "file.txt").write_text("x")
     for bad in (tmp_path, tmp_path / "out.foo", tmp_path / "file.txt" / "out.png"):
         with pytest.raises(InputError):
-            st.check_output(bad)
-    st.check_output(tmp_path / "new" / "folder" / "out.webp")
+            stylize_images.check_output(bad)
+    stylize_images.check_output(tmp_path / "new" / "folder" / "out.webp")
 
 
 def test_missing_weights_file_exits_3(pics, tmp_path, capsys):

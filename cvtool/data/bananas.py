@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from cvtool.data.images import load_rgb, read_or_skip
+from cvtool.data import presets
+from cvtool.data.images import header_size, load_rgb, read_or_skip
 from cvtool.data.textures import background
 from cvtool.errors import InputError
 
@@ -114,11 +115,7 @@ def _parse_row(row: list[str], csv_path: Path, line: int,
 def _image_size(path: Path, csv_path: Path, line: int) -> tuple[int, int]:
     if not path.is_file():
         raise InputError(f"{csv_path} line {line}: image {path} does not exist")
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-        raise InputError(f"{csv_path} line {line}: {path} is not a readable image") from None
+    return header_size(path, lambda _: f"{csv_path} line {line}: {path} is not a readable image")
 
 
 def _fmt(box: list[float]) -> str:
@@ -149,14 +146,7 @@ class Augment:
         return self.flip or self.scale_jitter > 0
 
     def transform(self) -> v2.Transform:
-        steps: list[v2.Transform] = []
-        if self.flip:
-            steps.append(v2.RandomHorizontalFlip(0.5))
-        if self.scale_jitter > 0:
-            steps.append(v2.RandomAffine(degrees=0, scale=(1 - self.scale_jitter, 1 + self.scale_jitter),
-                                         fill=127))
-        steps.append(v2.SanitizeBoundingBoxes(min_size=2))
-        return v2.Compose(steps)
+        return presets.detection_train(flip=self.flip, scale_jitter=self.scale_jitter)
 
 
 class BananaDataset(Dataset):

@@ -13,6 +13,8 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 
+from cvtool.data.transforms import normalize
+
 Kind = Literal["none", "book", "flip_translate"]
 
 
@@ -55,15 +57,6 @@ def resized_crop(x: torch.Tensor, scale: tuple[float, float]) -> torch.Tensor:
     theta[:, :, 2] = centre
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (0..255) or float (0..1) pixels to ``(x - mean) / std`` in float32."""
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    if not x.is_floating_point():
-        x = x.float() / 255
-    return (x - m) / s
 
 
 class BatchAugment:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
 from cvtool.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# What Pillow raises on a file that is not an image it can read.
+UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -26,8 +28,27 @@ def load_rgb(path: str | Path) -> Image.Image:
             return img.convert("RGB")
     except FileNotFoundError:
         raise InputError(f"image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except UNREADABLE as exc:
         raise InputError(f"cannot read image {path}: {exc}") from None
+
+
+def header_size(path: str | Path, problem: Callable[[Exception], str]) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels.
+
+    A file that cannot be opened is an InputError worded by ``problem(exc)``, so each
+    caller names the file the way its users know it (a CSV line, a list entry).
+    """
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except UNREADABLE as exc:
+        raise InputError(problem(exc)) from None
+
+
+def check_images(files: Sequence[Path]) -> None:
+    """Open each file's header (cheap) so a bad file fails before training, not in a worker."""
+    for path in files:
+        header_size(path, lambda exc: f"{path} is not a readable image: {exc}")
 
 
 def read_or_skip(path: Path, read: Callable[[Path], T], skip: bool) -> T | None:

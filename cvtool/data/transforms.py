@@ -1,26 +1,41 @@
-"""Transform presets (torchvision.transforms.v2), one place for the book's recipes."""
+"""Pixel normalisation shared by every task, with the statistics kept on the device."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
-from torchvision.transforms import v2
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
-
-def to_normalized(mean: list[float], std: list[float]) -> list:
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-
-
-def classify_train(size: int, mean: list[float], std: list[float], scale=(0.08, 1.0),
-                   ratio=(3 / 4, 4 / 3)) -> v2.Compose:
-    """Random-resized crop and flip: the ImageNet-style training view."""
-    return v2.Compose([v2.RandomResizedCrop(size, scale=scale, ratio=ratio, antialias=True),
-                       v2.RandomHorizontalFlip(), *to_normalized(mean, std)])
+_Key = tuple[tuple[float, ...], tuple[float, ...], torch.device, torch.dtype]
+_STATS: dict[_Key, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def classify_eval(size: int, resize: int, mean: list[float], std: list[float]) -> v2.Compose:
-    """Resize to a square, then centre-crop: the book's test view."""
-    return v2.Compose([v2.Resize((resize, resize), antialias=True), v2.CenterCrop(size),
-                       *to_normalized(mean, std)])
+def _stats(mean: Sequence[float], std: Sequence[float], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, 1, 1) mean and std on ``like``'s device and dtype, copied there once, not every step."""
+    key = (tuple(float(m) for m in mean), tuple(float(s) for s in std), like.device, like.dtype)
+    found = _STATS.get(key)
+    if found is None:
+        found = (torch.tensor(key[0], dtype=like.dtype).view(-1, 1, 1).to(like.device),
+                 torch.tensor(key[1], dtype=like.dtype).view(-1, 1, 1).to(like.device))
+        _STATS[key] = found
+    return found
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (0..255) or float (0..1) pixels, (C, H, W) or (B, C, H, W), to ``(x - mean) / std``.
+
+    uint8 becomes float32; a float input keeps its dtype.
+    """
+    if not x.is_floating_point():
+        x = x.float() / 255
+    m, s = _stats(mean, std, x)
+    return (x - m) / s
+
+
+def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """The inverse of :func:`normalize` for float pixels, clamped to 0..1."""
+    m, s = _stats(mean, std, x)
+    return (x * s + m).clamp(0, 1)

@@ -22,7 +22,8 @@ from torchvision import tv_tensors
 from torchvision.io import ImageReadMode
 from torchvision.transforms import v2
 
-from cvtool.data.images import load_rgb, read_or_skip
+from cvtool.data import presets
+from cvtool.data.images import header_size, load_rgb, read_or_skip
 from cvtool.data.textures import background, smooth_noise
 from cvtool.errors import InputError
 
@@ -109,11 +110,8 @@ def read_image(path: Path) -> torch.Tensor:
 
 def image_size(path: Path) -> tuple[int, int]:
     """(height, width) from the file header, without decoding the pixels."""
-    try:
-        with Image.open(path) as img:
-            return img.height, img.width
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise InputError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
+    width, height = header_size(path, lambda exc: f"{path}: not a readable image ({exc.__class__.__name__})")
+    return height, width
 
 
 def voc_root(root: Path) -> Path:
@@ -202,24 +200,13 @@ class VOCSegmentation(Dataset):
 
 def train_transform(crop_size: tuple[int, int], *, flip: bool = False,
                     scale_range: tuple[float, float] = (1.0, 1.0)) -> v2.Transform:
-    """Optional flip and zoom, then one random crop for image and label.
-
-    An image smaller than the crop is padded (mean colour, void label) on both sides by the
-    shortfall, so the crop keeps all of it at a random offset.
-    """
-    steps: list[v2.Transform] = []
-    if flip:
-        steps.append(v2.RandomHorizontalFlip())
-    if tuple(scale_range) != (1.0, 1.0):
-        steps.append(v2.RandomAffine(degrees=0, scale=tuple(scale_range),
-                                     interpolation=v2.InterpolationMode.BILINEAR, fill=FILL))
-    steps.append(v2.RandomCrop(list(crop_size), pad_if_needed=True, fill=FILL))
-    return v2.Compose(steps)
+    """The segmentation training preset with VOC's padding (mean colour, void label)."""
+    return presets.segmentation_train(crop_size, FILL, flip=flip, scale_range=scale_range)
 
 
 def random_crop(crop_size: tuple[int, int]) -> v2.Transform:
     """The book's validation: a random crop (padded with void when the image is smaller)."""
-    return v2.RandomCrop(list(crop_size), pad_if_needed=True, fill=FILL)
+    return presets.segmentation_eval_crop(crop_size, FILL)
 
 
 def pad_collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,14 +1,12 @@
 """Checkpoints that survive a kill and never run code when read.
 
 A checkpoint is a dict of plain state dicts, tensors and JSON-able values, so
-``torch.load(weights_only=True)`` reads it. It is written to a temporary file in the
-same folder, synced and renamed over the old one: a kill or a full disk at any moment
-leaves either the previous or the new complete file, never half of one.
+``torch.load(weights_only=True)`` reads it. It is written with cvtool.files.atomic_write:
+a kill or a full disk at any moment leaves either the previous or the new complete file.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import warnings
 from pathlib import Path
@@ -17,38 +15,18 @@ from typing import Any
 import torch
 
 from cvtool.errors import CvtoolError, InputError
+from cvtool.files import atomic_write
 
 FORMAT = "cvtool-checkpoint/1"
 
 
 def save(state: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, lambda fh: torch.save(state, fh))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise CvtoolError(f"could not write checkpoint {path}: {exc.strerror or exc}; "
                           "the previous checkpoint is intact") from None
-    sync_dir(path.parent)
-
-
-def sync_dir(folder: Path) -> None:
-    """Make the rename itself durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cvtool.files import atomic_write  # noqa: E402
+
 SKIP = {"epoch", "lr", "epoch_seconds", "images_per_second"}
 
 
@@ -30,8 +32,8 @@ def curves(rows: list[dict[str, float]], path: Path) -> Path:
         ax.grid(alpha=0.3)
         if group:
             ax.legend(fontsize="small")
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        atomic_write(path, lambda fh: fig.savefig(fh, dpi=100, format=path.suffix.lstrip(".") or "png"))
+    finally:
+        plt.close(fig)
     return path

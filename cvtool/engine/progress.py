@@ -2,14 +2,16 @@
 
 On a terminal: a rich progress bar and a small table per epoch (stylize: a bar per scale).
 When the stream is not a TTY or ``CI`` is set: one plain line per epoch, no ANSI codes, so
-logs stay greppable.
+logs stay greppable. Data code reports its own progress through a callback; the bar
+it feeds is drawn here (``terminal_progress``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any, TextIO
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -97,3 +99,14 @@ def epoch_table(title: str, row: dict[str, Any]) -> Table:
         if values:
             table.add_row(split, *(fmt(values[n]) if n in values else "" for n in names))
     return table
+
+
+@contextmanager
+def terminal_progress(description: str, quiet: bool = False) -> Iterator[Callable[[int, int | None], None]]:
+    """A ``(done, total)`` callback to hand to data code, which reports but never draws:
+    a transient bar on an interactive stderr; silent in CI logs, pipes and when ``quiet``
+    (ranks other than 0)."""
+    disable = quiet or is_plain(sys.stderr)
+    with Progress(console=Console(file=sys.stderr), transient=True, disable=disable) as bar:
+        job = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(job, completed=done, total=total)

@@ -1,6 +1,6 @@
 """The run directory: what a finished (or interrupted) run leaves behind.
 
-Files are replaced atomically so that a reader (a dashboard, a CI script, a resumed
+Files are replaced atomically (cvtool.files) so that a reader (a dashboard, a CI script, a resumed
 run) never sees half of one, and an earlier run is never silently overwritten.
 """
 
@@ -21,6 +21,7 @@ import yaml
 
 import cvtool
 from cvtool.errors import InputError
+from cvtool.files import atomic_write
 
 
 def choose(command: str, out: str | None, resuming: bool) -> Path:
@@ -43,9 +44,7 @@ def choose(command: str, out: str | None, resuming: bool) -> Path:
 
 
 def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -1,6 +1,6 @@
 """The one training loop every task shares.
 
-The task supplies data, model, loss and metrics (cvtool.tasks.base.Task); this module
+The task supplies data, model, loss and metrics (cvtool.engine.task.Task); this module
 supplies device placement, precision, optimizer and schedule, checkpoints and exact
 resume, Ctrl-C handling, progress and the run directory's records.
 """
@@ -13,20 +13,22 @@ import time
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from cvtool import config as cfglib
 from cvtool.engine import checkpoint, plots, rundir, runtime
+from cvtool.engine.evaluation import evaluate, loader_options, val_loader
+from cvtool.engine.optim import build_optimizer, lr_factor
+from cvtool.engine.placement import place, to_device, wrap
 from cvtool.engine.progress import Reporter
 from cvtool.engine.sampling import EpochSampler
+from cvtool.engine.task import Task
 from cvtool.errors import CvtoolError, InputError, Interrupted
-from cvtool.tasks.base import Task
 
 FIXED_TAIL = ("lr", "epoch_seconds", "images_per_second")
 
@@ -43,87 +45,6 @@ class Run:
     procs: runtime.Processes = runtime.Processes()
 
 
-def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
-    if isinstance(batch, torch.Tensor):
-        batch = batch.to(device, non_blocking=True)
-        if channels_last and batch.dim() == 4 and batch.is_floating_point():
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        return batch
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(b, device, channels_last) for b in batch)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
-    return batch
-
-
-def ignore_sigint(_worker_id: int) -> None:
-    """Workers leave Ctrl-C to the main process, which saves before it stops."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def loader_options(task: Task, device: torch.device) -> dict[str, Any]:
-    """What the training and validation loaders share."""
-    workers = task.config.data.num_workers
-    return dict(collate_fn=task.collate_fn, pin_memory=device.type == "cuda", num_workers=workers,
-                worker_init_fn=ignore_sigint if workers else None)
-
-
-def val_loader(task: Task, device: torch.device) -> DataLoader:
-    return DataLoader(task.val_data, batch_size=task.config.data.batch_size, shuffle=False,
-                      **loader_options(task, device))
-
-
-def evaluate(task: Task, net: nn.Module, loader: DataLoader, device: torch.device, dtype: torch.dtype | None,
-             channels_last: bool, batches: int | None = None) -> dict[str, float]:
-    """The task's metrics over the first ``batches`` batches of ``loader`` (all by default).
-
-    Training's validation and ``cvtool eval`` both come here, so a checkpoint scores the
-    same in both; the caller puts the model in eval mode.
-    """
-    stream: Iterable = (to_device(b, device, channels_last) for b in islice(loader, batches))
-    with torch.no_grad(), runtime.autocast(device, dtype):
-        return task.evaluate(net, stream, device)
-
-
-def build_optimizer(groups: list[dict], optim: cfglib.OptimConfig) -> torch.optim.Optimizer:
-    params = []
-    for g in groups:
-        trainable = [p for p in g["params"] if p.requires_grad]
-        if trainable:
-            params.append({"params": trainable, "lr": optim.lr * g.get("lr_mult", 1.0)})
-    if not params:
-        raise InputError("the model has no trainable parameters with this config")
-    if optim.name == "sgd":
-        return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, nesterov=optim.nesterov,
-                               weight_decay=optim.weight_decay)
-    if optim.name == "adam":
-        return torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
-    return torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
-
-
-def lr_factor(sched: cfglib.SchedConfig, base_lr: float, steps_per_epoch: int, epochs: int):
-    """The schedule as a function of the global step, so it resumes mid-epoch exactly."""
-    total = max(1, steps_per_epoch * epochs)
-    floor = sched.min_lr / base_lr
-    warmup = int(sched.warmup_epochs * steps_per_epoch)
-    if sched.name == "onecycle" and warmup == 0:
-        warmup = int(0.25 * total)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return 0.01 + 0.99 * step / warmup
-        if sched.name == "step":
-            return sched.gamma ** ((step // steps_per_epoch) // sched.step_size)
-        t = min(1.0, (step - warmup) / max(1, total - warmup))
-        if sched.name == "cosine":
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-        if sched.name == "onecycle":
-            return floor + (1 - floor) * (1 - t)
-        return 1.0
-
-    return factor
-
-
 class Trainer:
     def __init__(self, task: Task, run: Run, reporter: Reporter):
         self.task = task
@@ -138,20 +59,8 @@ class Trainer:
 
         self.procs = run.procs
         self.main = self.procs.main
-        self.model = task.model
-        if self.procs.distributed and tc.sync_bn and self.device.type != "cuda":
-            raise InputError("train.sync_bn needs CUDA devices (SyncBatchNorm runs on NCCL only); "
-                             "set it to false for CPU processes")
-        if self.procs.distributed and tc.sync_bn:
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.model = self.model.to(self.device)
-        if tc.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        wrapped: nn.Module = self.model
-        if self.procs.distributed:
-            wrapped = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
-        self.net: nn.Module = torch.compile(wrapped) if tc.compile else wrapped
-        self.eval_net: nn.Module = self.model if self.procs.distributed else self.net
+        self.model = place(task.model, self.device, tc, self.procs)
+        self.net, self.eval_net = wrap(self.model, self.device, tc, self.procs)
 
         data = self.cfg.data
         if data.batch_size % self.procs.world:

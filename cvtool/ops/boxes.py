@@ -3,7 +3,7 @@
 All boxes are normalised corner boxes (x1, y1, x2, y2) in [0, 1] unless a function says
 otherwise. Every function works on any device and on whole batches at once; the only
 Python loops run over the (few) ground-truth boxes of an image, never over anchors.
-IoU and non-maximum suppression come from torchvision.ops.
+Format conversion, IoU and non-maximum suppression come from torchvision.ops.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, box_convert
 from torchvision.ops import box_iou as _tv_box_iou
 
 __all__ = [
@@ -29,14 +29,12 @@ __all__ = [
 
 def box_corner_to_center(boxes: torch.Tensor) -> torch.Tensor:
     """(..., 4) corner boxes (x1, y1, x2, y2) -> centre boxes (cx, cy, w, h)."""
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), dim=-1)
+    return box_convert(boxes, "xyxy", "cxcywh")
 
 
 def box_center_to_corner(boxes: torch.Tensor) -> torch.Tensor:
     """(..., 4) centre boxes (cx, cy, w, h) -> corner boxes (x1, y1, x2, y2)."""
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
+    return box_convert(boxes, "cxcywh", "xyxy")
 
 
 def multibox_prior(data: torch.Tensor, sizes: Sequence[float], ratios: Sequence[float]) -> torch.Tensor:

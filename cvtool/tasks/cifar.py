@@ -2,7 +2,7 @@
 
 Two recipes share this task: the book's CIFAR ResNet-18 (configs/cifar.yaml) and a
 fast VGG-style net for a GPU (configs/cifar-fast.yaml). Either way the images are
-decoded once into a uint8 tensor (cvtool.data.kaggle), batches are slices of it (on
+decoded once into a uint8 tensor (cvtool.data.cifar10), batches are slices of it (on
 the GPU with ``data.on_device``), and augmentation runs on the whole batch on the
 training device (cvtool.data.batch_augment), not per image in Python.
 """
@@ -18,16 +18,16 @@ from torch import nn
 from torchvision.transforms import v2
 
 from cvtool import config as c
-from cvtool.data import kaggle
+from cvtool.data import cifar10, datasets, kaggle, kaggle_synth, presets
 from cvtool.data.batch_augment import BatchAugment
-from cvtool.data.transforms import to_normalized
 from cvtool.engine import runtime
+from cvtool.engine.progress import terminal_progress
+from cvtool.engine.task import StepOutput, Task
 from cvtool.errors import MissingResource
 from cvtool.models.cifar import cifar_resnet18, fastnet
 from cvtool.tasks import classify
-from cvtool.tasks.base import StepOutput, Task
+from cvtool.tasks.registry import TaskSpec, register
 
-NAME = "train-cifar"
 COLUMNS = classify.COLUMNS
 
 
@@ -60,8 +60,8 @@ class Data(c.DataConfig):
     crop_scale: list[float] = c.opt([0.64, 1.0], "book: area range of the random crop, as a fraction of the "
                                     "40x40 resized image")
     translate: int = c.opt(2, "flip_translate: largest shift in pixels", ge=0, le=8)
-    mean: list[float] = c.opt(list(kaggle.CIFAR_MEAN), "per-channel normalisation mean (the book's CIFAR values)")
-    std: list[float] = c.opt(list(kaggle.CIFAR_STD), "per-channel normalisation std")
+    mean: list[float] = c.opt(list(cifar10.CIFAR_MEAN), "per-channel normalisation mean (the book's CIFAR values)")
+    std: list[float] = c.opt(list(cifar10.CIFAR_STD), "per-channel normalisation std")
     test_chunk: int = c.opt(4096, "test images decoded and predicted per chunk (bounds memory)", ge=1)
 
 
@@ -138,19 +138,19 @@ def detect_format(root: Path, fmt: str) -> str:
         return fmt
     if (root / kaggle.CIFAR.labels_csv).is_file():
         return "kaggle"
-    if kaggle.torchvision_folder(root) is not None:
+    if cifar10.torchvision_folder(root) is not None:
         return "torchvision"
     raise MissingResource(f"{root} holds neither the Kaggle layout ({kaggle.CIFAR.describe(root)}) "
                           "nor torchvision's cifar-10-batches-py")
 
 
-def load_data(d: Data) -> CifarData:
+def load_data(d: Data, quiet: bool = False) -> CifarData:
     root = kaggle.locate(d.root, kaggle.CIFAR, d.download, d.tiny)
     if detect_format(root, d.format) == "torchvision":
-        folder = kaggle.torchvision_folder(root)
+        folder = cifar10.torchvision_folder(root)
         if folder is None:
             raise MissingResource(f"{root} holds no cifar-10-batches-py folder (data_batch_1..5, test_batch)")
-        images, labels, test_images, _ = kaggle.read_torchvision_cifar(folder)
+        images, labels, test_images, _ = cifar10.read_torchvision_cifar(folder)
         ids = [str(i) for i in range(1, len(test_images) + 1)]
 
         def tensor_chunks(chunk: int, progress: kaggle.Progress) -> Iterator[tuple[list[str], torch.Tensor]]:
@@ -160,10 +160,10 @@ def load_data(d: Data) -> CifarData:
 
         return CifarData(images, labels, list(kaggle.CIFAR10_CLASSES), tensor_chunks)
     listed = kaggle.read_labels(root, kaggle.CIFAR, sample=d.tiny)
-    with kaggle.terminal_progress(f"decoding {len(listed.ids)} training PNGs once") as progress:
-        labeled, images, _ = kaggle.load_train_images(listed, d.cache_dir, progress, d.on_bad_image == "skip")
+    with terminal_progress(f"decoding {len(listed.ids)} training PNGs once", quiet) as progress:
+        labeled, images, _ = cifar10.load_train_images(listed, d.cache_dir, progress, d.on_bad_image == "skip")
     test_dir = root / "test"
-    test = (lambda chunk, progress: kaggle.cifar_test_chunks(test_dir, chunk, progress)) if test_dir.is_dir() else None
+    test = (lambda chunk, progress: cifar10.cifar_test_chunks(test_dir, chunk, progress)) if test_dir.is_dir() else None
     return CifarData(images, labeled.labels, labeled.classes, test, len(listed.ids) - len(labeled.ids))
 
 
@@ -238,9 +238,8 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     d = cfg.data
     if d.on_device and d.num_workers:
         raise c.ConfigError("data.on_device needs data.num_workers: 0 (workers cannot share device tensors)")
-    if len(d.crop_scale) != 2 or not 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1:
-        raise c.ConfigError(f"data.crop_scale must be [low, high] with 0 < low <= high <= 1, got {d.crop_scale}")
-    data = load_data(d)
+    presets.check_crop_scale(d.crop_scale)
+    data = load_data(d, quiet=not rank_zero)
     if len(data.classes) != cfg.model.num_classes:
         raise c.ConfigError(f"model.num_classes is {cfg.model.num_classes} but the data has "
                             f"{len(data.classes)} classes")
@@ -249,23 +248,23 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     if d.on_device:
         device = data_device(cfg)
         images, labels = images.to(device), labels.to(device)
-    train = kaggle.TensorBatches(images[train_idx.to(images.device)], labels[train_idx.to(images.device)])
-    val = kaggle.TensorBatches(images[val_idx.to(images.device)], labels[val_idx.to(images.device)])
+    train = datasets.TensorBatches(images[train_idx.to(images.device)], labels[train_idx.to(images.device)])
+    val = datasets.TensorBatches(images[val_idx.to(images.device)], labels[val_idx.to(images.device)])
     augment = augmenter(cfg)
 
     def finish(model: nn.Module, run_dir: Path, device: torch.device) -> dict[str, str]:
         if data.test is None or not rank_zero:
             return {}
         forward = make_forward(model, augment, cfg)
-        with kaggle.terminal_progress("predicting the test set") as progress:
+        with terminal_progress("predicting the test set") as progress:
             path = write_submission(forward, data.test(d.test_chunk, progress), data.classes,
                                     run_dir / "submission.csv", device, max(d.batch_size, 256))
         return {"submission": str(path)}
 
     return Task(
-        name=NAME, config=cfg, model=build_model(cfg), train_data=train, val_data=val,
+        name=SPEC.command, config=cfg, model=build_model(cfg), train_data=train, val_data=val,
         train_step=make_train_step(cfg, augment), evaluate=make_evaluate(cfg, augment), columns=COLUMNS,
-        best_metric="val_acc", best_mode="max", collate_fn=kaggle.collate, finish=finish,
+        best_metric="val_acc", best_mode="max", collate_fn=datasets.collate, finish=finish,
         metadata={"classes": data.classes, "train_size": len(train), "val_size": len(val),
                   "skipped_images": data.skipped},
     )
@@ -273,7 +272,7 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
 
 def image_transform(cfg: Config) -> v2.Compose:
     """Any picture as a CIFAR input: squashed to 32x32, normalised like training."""
-    return v2.Compose([v2.Resize((32, 32), antialias=True), *to_normalized(cfg.data.mean, cfg.data.std)])
+    return presets.squashed(32, cfg.data.mean, cfg.data.std)
 
 
 def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list[Path],
@@ -287,11 +286,21 @@ def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list
         out = Path(options.get("out") or ".") / "submission.csv"
         forward = make_forward(model, augmenter(cfg), cfg)
         rows = len(kaggle.test_ids(test_dir, kaggle.CIFAR))
-        with kaggle.terminal_progress("predicting the test set") as progress:
-            path = write_submission(forward, kaggle.cifar_test_chunks(test_dir, cfg.data.test_chunk, progress),
+        with terminal_progress("predicting the test set") as progress:
+            path = write_submission(forward, cifar10.cifar_test_chunks(test_dir, cfg.data.test_chunk, progress),
                                     classes, out, device, 256)
         results.append({"test_dir": str(test_dir), "submission": str(path), "rows": rows})
     if paths:
         results += classify.predict_images(model, image_transform(cfg), classes, paths, device,
                                            top=options.get("top", 5))
     return results
+
+
+SPEC = register(TaskSpec(
+    command="train-cifar",
+    summary="Train on CIFAR-10 in the Kaggle layout and write submission.csv.",
+    config=Config, build=build, build_model=build_model, predict=predict,
+    predict_options=("kaggle_test",),
+    synth={"cifar": kaggle_synth.synthesize_cifar},
+    family="classify",
+))

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cvtool.data.images import load_rgb
-from cvtool.tasks.base import StepOutput
+from cvtool.engine.task import StepOutput
 
 COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")
 

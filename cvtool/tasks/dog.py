@@ -21,16 +21,15 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from cvtool import config as c
-from cvtool.data import kaggle, transforms
+from cvtool.data import datasets, kaggle, kaggle_synth, presets, transforms
+from cvtool.data.images import check_images
 from cvtool.engine import runtime
+from cvtool.engine.progress import terminal_progress
+from cvtool.engine.task import StepOutput, Task
 from cvtool.models.weights import pretrained
 from cvtool.tasks import classify
-from cvtool.tasks.base import StepOutput, Task
+from cvtool.tasks.registry import TaskSpec, register
 
-NAME = "train-dog"
-# `cvtool eval`: the checkpoint holds every weight, and features cached from a
-# freshly built backbone would not be the trained model's.
-EVAL_SETTINGS = {"model.weights": None, "finetune.cache_features": False}
 COLUMNS = ("train_loss", "val_loss", "val_acc", "val_top5")
 
 
@@ -169,26 +168,21 @@ def train_transform(cfg: Config) -> v2.Compose:
     d = cfg.data
     if not d.augment:
         return eval_transform(cfg)
-    j = d.jitter
-    return v2.Compose([
-        v2.RandomResizedCrop(d.image_size, scale=(d.crop_scale[0], d.crop_scale[1]), ratio=(3 / 4, 4 / 3),
-                             antialias=True),
-        v2.RandomHorizontalFlip(), v2.ColorJitter(brightness=j, contrast=j, saturation=j),
-        *transforms.to_normalized(d.mean, d.std)])
+    return presets.classification_train(d.image_size, d.mean, d.std, scale=d.crop_scale, ratio=(3 / 4, 4 / 3),
+                                        jitter=d.jitter)
 
 
 def eval_transform(cfg: Config) -> v2.Compose:
     d = cfg.data
-    return v2.Compose([v2.Resize(d.resize, antialias=True), v2.CenterCrop(d.image_size),
-                       *transforms.to_normalized(d.mean, d.std)])
+    return presets.classification_eval(d.image_size, d.resize, d.mean, d.std, square=False)
 
 
-def loader(dataset: kaggle.ImageRows, cfg: Config) -> DataLoader:
+def loader(dataset: datasets.ImageRows, cfg: Config) -> DataLoader:
     return DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
 
 
 @torch.no_grad()
-def backbone_features(model: DogNet, dataset: kaggle.ImageRows, cfg: Config,
+def backbone_features(model: DogNet, dataset: datasets.ImageRows, cfg: Config,
                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(features, targets) of every image, computed once by the frozen backbone in eval mode."""
     backbone = model.backbone.to(device).eval()
@@ -238,12 +232,12 @@ def write_submission(model: nn.Module, test_dir: Path, columns: list[int], heade
     """submission.csv: id then one probability per breed in the sample's column order."""
     ids = kaggle.test_ids(test_dir, kaggle.DOGS)
     files = [test_dir / (i + kaggle.DOGS.ext) for i in ids]
-    kaggle.check_images(files)
-    rows = kaggle.ImageRows(files, torch.arange(len(ids)), eval_transform(cfg))
+    check_images(files)
+    rows = datasets.ImageRows(files, torch.arange(len(ids)), eval_transform(cfg))
     order = torch.tensor(columns)
     model.eval()
     with kaggle.SubmissionWriter(path, ("id", *header)) as out, torch.no_grad(), \
-            kaggle.terminal_progress("predicting the test set") as progress:
+            terminal_progress("predicting the test set") as progress:
         for x, index in loader(rows, cfg):
             probs = model(x.to(device)).float().softmax(1).cpu()[:, order]
             out.probabilities([ids[i] for i in index.tolist()], probs)
@@ -263,8 +257,7 @@ def submission_layout(folder: Path, classes: list[str]) -> tuple[list[int], list
 
 def check(cfg: Config) -> None:
     d, f = cfg.data, cfg.finetune
-    if len(d.crop_scale) != 2 or not 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1:
-        raise c.ConfigError(f"data.crop_scale must be [low, high] with 0 < low <= high <= 1, got {d.crop_scale}")
+    presets.check_crop_scale(d.crop_scale)
     if d.resize < d.image_size:
         raise c.ConfigError(f"data.resize ({d.resize}) must be >= data.image_size ({d.image_size})")
     if f.cache_features and (f.mode != "frozen" or d.augment):
@@ -284,20 +277,20 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     if d.on_bad_image == "skip":
         labeled = labeled.readable()
     else:
-        kaggle.check_images(labeled.files)
+        check_images(labeled.files)
     columns, header = submission_layout(root, labeled.classes)
     train_idx, val_idx = kaggle.split_indices(labeled.labels, d.split, d.valid_ratio, d.split_seed)
     model = make_model(cfg, cfg.model.weights)
     train_mode, groups = setup_finetune(model, cfg.finetune.mode, cfg.finetune.backbone_lr_mult)
 
-    def rows(idx: torch.Tensor, transform: Callable) -> kaggle.ImageRows:
-        return kaggle.ImageRows([labeled.files[i] for i in idx.tolist()], labeled.labels[idx], transform)
+    def rows(idx: torch.Tensor, transform: Callable) -> datasets.ImageRows:
+        return datasets.ImageRows([labeled.files[i] for i in idx.tolist()], labeled.labels[idx], transform)
 
     cached = cfg.finetune.cache_features
     if cached:
         device = runtime.select_device(cfg.train.device)
-        train = kaggle.TensorBatches(*backbone_features(model, rows(train_idx, eval_transform(cfg)), cfg, device))
-        val = kaggle.TensorBatches(*backbone_features(model, rows(val_idx, eval_transform(cfg)), cfg, device))
+        train = datasets.TensorBatches(*backbone_features(model, rows(train_idx, eval_transform(cfg)), cfg, device))
+        val = datasets.TensorBatches(*backbone_features(model, rows(val_idx, eval_transform(cfg)), cfg, device))
         model.cpu()
     else:
         train = rows(train_idx, train_transform(cfg))
@@ -311,9 +304,9 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
         return {"submission": str(path)}
 
     return Task(
-        name=NAME, config=cfg, model=model, train_data=train, val_data=val,
+        name=SPEC.command, config=cfg, model=model, train_data=train, val_data=val,
         train_step=make_train_step(cached), evaluate=make_evaluate(cached), columns=COLUMNS,
-        best_metric="val_loss", best_mode="min", collate_fn=kaggle.collate,
+        best_metric="val_loss", best_mode="min", collate_fn=datasets.collate,
         param_groups=groups, train_mode=train_mode, finish=finish,
         metadata={"classes": labeled.classes, "columns": header, "skipped_images": listed - len(labeled.ids)},
     )
@@ -341,3 +334,16 @@ def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list
         results += classify.predict_images(model, eval_transform(cfg), classes, paths, device,
                                            top=options.get("top", 5))
     return results
+
+
+SPEC = register(TaskSpec(
+    command="train-dog",
+    summary="Classify 120 dog breeds on pretrained ResNet-34 features.",
+    config=Config, build=build, build_model=build_model, predict=predict,
+    predict_options=("kaggle_test",),
+    synth={"dogs": kaggle_synth.synthesize_dogs},
+    # `cvtool eval`: the checkpoint holds every weight, and features cached from a
+    # freshly built backbone would not be the trained model's.
+    eval_settings={"model.weights": None, "finetune.cache_features": False},
+    family="classify",
+))

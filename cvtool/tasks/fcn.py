@@ -10,32 +10,23 @@ lr 1e-3 becomes 1e-3 x 32 and its weight decay 1e-3 becomes 1e-3 / 32.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from cvtool import config as c
 from cvtool.data import hub, voc
-from cvtool.data.voc import VOID, VOCSegmentation
-from cvtool.errors import InputError
+from cvtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+from cvtool.data.voc import VOCSegmentation
+from cvtool.engine.task import StepOutput, Task
 from cvtool.models.fcn import FCN
-from cvtool.ops.segmentation_metrics import ConfusionMatrix, background_only_miou
-from cvtool.tasks.base import StepOutput, Task
+from cvtool.tasks import segment
+from cvtool.tasks.registry import TaskSpec, register
 
-NAME = "train-fcn"
-# `cvtool eval`: the checkpoint holds every weight, so nothing pretrained is loaded.
-EVAL_SETTINGS = {"model.weights": None}
 COLUMNS = ("train_loss", "train_pixel_acc", "val_loss", "val_pixel_acc", "val_mean_class_acc", "val_miou")
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
-PICTURES = 4
 
 log = logging.getLogger(__name__)
 
@@ -89,49 +80,38 @@ def class_names(num_classes: int) -> list[str]:
     return [voc.CLASSES[i] if i < len(voc.CLASSES) else f"class{i}" for i in range(num_classes)]
 
 
+def labels(classes: list[str]) -> segment.Labels:
+    """VOC's labelling: its palette (void 255 is cream) for the given class names."""
+    return segment.Labels(names=list(classes), palette=voc.PALETTE, void=voc.VOID, background=0,
+                          void_colour="cream")
+
+
 def to_input(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 3, H, W) on any device to ImageNet-normalized floats."""
-    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
-    return (images.float() / 255 - mean) / std
+    return normalize(images, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return model(to_input(images))
 
 
 def train_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
     """Cross-entropy averaged over the batch's non-void pixels; void changes nothing."""
-    images, labels = batch
-    target = labels.long()
-    logits = model(to_input(images))
-    valid = target != VOID
-    pixels = valid.sum().clamp(min=1)
-    loss = F.cross_entropy(logits, target, ignore_index=VOID, reduction="sum") / pixels
-    acc = ((logits.argmax(1) == target) & valid).sum() / pixels
-    n = len(images)
-    return StepOutput(loss=loss, count=n, stats={"pixel_acc": (acc.detach() * n, n)})
+    return segment.train_step(model, batch, forward, voc.VOID)
 
 
 def make_evaluate(classes: list[str]):
     """Scores from one confusion matrix over all validation pixels (void excluded)."""
+    return segment.make_evaluate(labels(classes), forward)
 
-    def evaluate(model: nn.Module, batches: Iterable, device: torch.device) -> dict[str, float]:
-        matrix = ConfusionMatrix(len(classes), device)
-        loss = torch.zeros((), device=device)
-        pixels = torch.zeros((), device=device, dtype=torch.long)
-        for images, labels in batches:
-            target = labels.long()
-            logits = model(to_input(images))
-            loss += F.cross_entropy(logits, target, ignore_index=VOID, reduction="sum")
-            pixels += (target != VOID).sum()
-            matrix.update(logits.argmax(1), target)
-        if pixels.item() == 0:
-            return {}
-        s = matrix.scores()
-        result = {"val_loss": (loss / pixels).item(), "val_pixel_acc": s.pixel_acc,
-                  "val_mean_class_acc": s.mean_class_acc, "val_miou": s.miou,
-                  "val_miou_background_only": background_only_miou(matrix.matrix.cpu())}
-        result.update({f"val_iou/{name}": v for name, v in zip(classes, s.iou) if not math.isnan(v)})
-        return result
 
-    return evaluate
+def first_samples(data: VOCSegmentation) -> segment.Samples:
+    """A split's first whole images and labels (no crop), for predictions.png."""
+
+    def samples(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [tuple(t.as_subclass(torch.Tensor) for t in data.load(i)) for i in range(min(n, len(data)))]
+
+    return samples
 
 
 def build_model(cfg: Config) -> FCN:
@@ -177,13 +157,9 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     model = build_model(cfg)
     load_pretrained(model, m.weights)
     classes = class_names(m.num_classes)
-
-    def finish(model: nn.Module, run_dir: Path, device: torch.device) -> dict[str, str]:
-        path = prediction_grid(model, val, classes, device, run_dir / "predictions.png")
-        return {"predictions": str(path)}
-
+    finish = segment.make_finish(forward, labels(classes), first_samples(val))
     return Task(
-        name=NAME, config=cfg, model=model, train_data=train, val_data=val,
+        name=SPEC.command, config=cfg, model=model, train_data=train, val_data=val,
         train_step=train_step, evaluate=make_evaluate(classes), columns=COLUMNS,
         best_metric="val_miou", best_mode="max", collate_fn=voc.pad_collate, finish=finish,
         metadata={"classes": classes, "dropped_small_images": {"train": train.dropped, "val": val.dropped},
@@ -191,63 +167,19 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     )
 
 
-@torch.no_grad()
-def segment(model: nn.Module, image: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Class indices (H, W) on the CPU for one uint8 (3, H, W) image of any size."""
-    model.eval()
-    logits = model(to_input(image[None].to(device)))
-    return logits.argmax(1)[0].to("cpu", torch.uint8)
-
-
-def prediction_grid(model: nn.Module, data: VOCSegmentation, classes: list[str], device: torch.device,
-                    path: Path) -> Path:
-    """image | truth | prediction for the first few validation images, with a class legend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    rows = min(PICTURES, len(data))
-    fig, axes = plt.subplots(rows, 3, figsize=(11, 2.8 * rows), squeeze=False, constrained_layout=True)
-    for r in range(rows):
-        image, truth = (t.as_subclass(torch.Tensor) for t in data.load(r))
-        pred = segment(model, image, device)
-        panels = (image.permute(1, 2, 0).numpy(), voc.colorize(truth), voc.colorize(pred))
-        for ax, panel, title in zip(axes[r], panels, ("image", "truth (void = cream)", "prediction")):
-            ax.imshow(panel)
-            ax.set_axis_off()
-            if r == 0:
-                ax.set_title(title)
-        shown = sorted((set(truth.unique().tolist()) | set(pred.unique().tolist())) - {VOID})
-        legend = [Patch(color=voc.PALETTE[k] / 255, label=classes[k]) for k in shown if k < len(classes)]
-        axes[r][2].legend(handles=legend, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
 def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list[Path],
             device: torch.device, options: dict[str, Any]) -> list[dict[str, Any]]:
     """Write ``<stem>_mask.png`` (VOC palette) and ``<stem>_overlay.png`` for each image into options["out"]."""
-    from cvtool.data.images import load_rgb
-
-    if options.get("out") is None:
-        raise InputError("train-fcn predict writes mask pictures: give an output folder with --out DIR")
-    out = Path(options["out"])
-    out.mkdir(parents=True, exist_ok=True)
     classes = metadata.get("classes") or class_names(cfg.model.num_classes)
-    results, stems = [], set()
-    for path in paths:
-        rgb = np.asarray(load_rgb(path))
-        mask = segment(model, torch.from_numpy(rgb.copy()).permute(2, 0, 1), device).numpy()
-        stem = Path(path).stem
-        stem = stem if stem not in stems else f"{stem}-{len(stems)}"
-        stems.add(stem)
-        mask_path, overlay_path = out / f"{stem}_mask.png", out / f"{stem}_overlay.png"
-        voc.palette_image(mask).save(mask_path)
-        blend = np.where((mask > 0)[..., None], 0.5 * rgb + 0.5 * voc.colorize(mask), rgb)
-        Image.fromarray(blend.astype(np.uint8)).save(overlay_path)
-        results.append({"image": str(path), "mask": str(mask_path), "overlay": str(overlay_path),
-                        "classes_present": [classes[k] for k in np.unique(mask).tolist() if k < len(classes)]})
-    return results
+    return segment.predict(model, paths, device, options, labels(classes), forward, SPEC.command)
+
+
+SPEC = register(TaskSpec(
+    command="train-fcn",
+    summary="Train an FCN for semantic segmentation on Pascal VOC2012.",
+    config=Config, build=build, build_model=build_model, predict=predict,
+    synth={"voc": voc.synthesize},
+    # `cvtool eval`: the checkpoint holds every weight, so nothing pretrained is loaded.
+    eval_settings={"model.weights": None},
+    family="segment",
+))

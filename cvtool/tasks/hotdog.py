@@ -14,17 +14,14 @@ import torch
 from torch import nn
 
 from cvtool import config as c
-from cvtool.data import hub, transforms
+from cvtool.data import hotdog as hotdog_data
+from cvtool.data import hub, presets, transforms
 from cvtool.data.folders import ClassFolders
 from cvtool.data.hotdog import CLASSES, LAYOUT
+from cvtool.engine.task import Task
 from cvtool.models.weights import pretrained
 from cvtool.tasks import classify
-from cvtool.tasks.base import Task
-
-NAME = "finetune-hotdog"
-# `cvtool eval`: the checkpoint holds every weight, so nothing pretrained is loaded.
-EVAL_SETTINGS = {"model.weights": None}
-
+from cvtool.tasks.registry import TaskSpec, register
 
 @dataclass
 class Data(c.DataConfig):
@@ -75,13 +72,13 @@ def build_model(cfg: Config, weights: str | None = None) -> nn.Module:
 
 def eval_transform(cfg: Config):
     d = cfg.data
-    return transforms.classify_eval(d.image_size, d.resize, d.mean, d.std)
+    return presets.classification_eval(d.image_size, d.resize, d.mean, d.std)
 
 
 def build(cfg: Config, rank_zero: bool = True) -> Task:
     d = cfg.data
     root = hub.ensure(Path(d.root), "hotdog", d.download, LAYOUT)
-    view = transforms.classify_train(d.image_size, d.mean, d.std) if d.augment else eval_transform(cfg)
+    view = presets.classification_train(d.image_size, d.mean, d.std) if d.augment else eval_transform(cfg)
     skip = d.on_bad_image == "skip"
     train = ClassFolders(root / "train", view, skip_bad=skip)
     val = ClassFolders(root / "test", eval_transform(cfg), classes=train.classes, skip_bad=skip)
@@ -91,7 +88,7 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     model = build_model(cfg, cfg.model.weights)
     train_mode = classify.freeze(model, model.fc) if cfg.finetune.freeze_backbone else None
     return Task(
-        name=NAME, config=cfg, model=model, train_data=train, val_data=val,
+        name=SPEC.command, config=cfg, model=model, train_data=train, val_data=val,
         train_step=classify.train_step, evaluate=classify.evaluate, columns=classify.COLUMNS,
         best_metric="val_acc", best_mode="max",
         param_groups=lambda m: classify.head_groups(m, m.fc, cfg.finetune.head_lr_mult),
@@ -104,3 +101,14 @@ def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list
             device: torch.device, options: dict[str, Any]) -> list[dict[str, Any]]:
     classes = metadata.get("classes", CLASSES)
     return classify.predict_images(model, eval_transform(cfg), classes, paths, device, top=options.get("top", 5))
+
+
+SPEC = register(TaskSpec(
+    command="finetune-hotdog",
+    summary="Fine-tune an ImageNet ResNet-18 on the hotdog / not-hotdog folders.",
+    config=Config, build=build, build_model=build_model, predict=predict,
+    synth={"hotdog": hotdog_data.synthesize},
+    # `cvtool eval`: the checkpoint holds every weight, so nothing pretrained is loaded.
+    eval_settings={"model.weights": None},
+    family="classify",
+))

@@ -17,18 +17,18 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
-from torchvision.utils import draw_bounding_boxes, make_grid
 
 from cvtool import config as c
+from cvtool.data import bananas
 from cvtool.data.bananas import LAYOUT, Augment, BananaDataset, to_tensor
-from cvtool.data.images import load_rgb
-from cvtool.errors import InputError
+from cvtool.engine.task import StepOutput, Task
 from cvtool.models.tinyssd import TinySSD
 from cvtool.ops.boxes import multibox_detection, multibox_target
 from cvtool.ops.detection_metrics import MeanAveragePrecision, bbox_mae_sum, class_error_sum
-from cvtool.tasks.base import StepOutput, Task
+from cvtool.tasks import detect
+from cvtool.tasks.detect import Detection, Detector
+from cvtool.tasks.registry import TaskSpec, register
 
-NAME = "train-ssd"
 COLUMNS = ("train_loss", "train_class_err", "train_bbox_mae",
            "val_loss", "val_class_err", "val_bbox_mae", "val_map50", "val_map")
 BATCH = 32  # the book's batch size, the factor between its summed-loss lr and ours
@@ -146,10 +146,45 @@ def train_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         "bbox_mae": bbox_mae_sum(bbox_preds, offsets, masks)})
 
 
-def detect(cls_preds: torch.Tensor, bbox_preds: torch.Tensor, anchors: torch.Tensor, d: Detect) -> torch.Tensor:
-    """(B, A, 6) rows [class, score, x1, y1, x2, y2], kept detections first."""
+def decode(cls_preds: torch.Tensor, bbox_preds: torch.Tensor, anchors: torch.Tensor, d: Detect) -> torch.Tensor:
+    """(B, A, 6) rows [class, score, x1, y1, x2, y2] (normalised), kept detections first."""
     probs = F.softmax(cls_preds.float(), dim=2).permute(0, 2, 1)
     return multibox_detection(probs, bbox_preds.float(), anchors, d.nms_threshold, d.min_score)
+
+
+def to_detections(rows: torch.Tensor, sizes: Iterable[tuple[int, int]]) -> list[Detection]:
+    """Each image's kept rows, boxes scaled from [0, 1] to its (width, height)."""
+    found = []
+    for r, (width, height) in zip(rows, sizes):
+        kept = r[r[:, 0] >= 0]
+        scale = torch.tensor([width, height, width, height], dtype=kept.dtype, device=kept.device)
+        found.append(Detection(kept[:, 2:] * scale, kept[:, 1], kept[:, 0].long()))
+    return found
+
+
+def truths(labels: torch.Tensor, size: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Padded label rows (B, M, 5) to each image's true (boxes x size, classes)."""
+    real = [lab[lab[:, 0] >= 0] for lab in labels]
+    return [(r[:, 1:] * size, r[:, 0].long()) for r in real]
+
+
+def make_detector(d: Detect, image_size: int) -> Detector:
+    """TinySSD on images of any size: resized to image_size (as in training), boxes in their pixels."""
+
+    def detector(model: nn.Module, images: list[torch.Tensor], device: torch.device) -> list[Detection]:
+        batch = torch.stack([_resized(image, image_size) for image in images]).to(device)
+        anchors, cls_preds, bbox_preds = model(batch.float())
+        return to_detections(decode(cls_preds, bbox_preds, anchors, d),
+                             [(image.shape[-1], image.shape[-2]) for image in images])
+
+    return detector
+
+
+def _resized(image: torch.Tensor, size: int) -> torch.Tensor:
+    """The same PIL bilinear resize the training images had."""
+    if image.shape[-2:] == (size, size):
+        return image
+    return to_tensor(Image.fromarray(image.permute(1, 2, 0).numpy()), size)
 
 
 def make_evaluate(cfg: Config):
@@ -167,7 +202,8 @@ def make_evaluate(cfg: Config):
             e, m = bbox_mae_sum(bbox_preds, offsets, masks)
             wrong, abs_err = wrong + w, abs_err + e
             anchor_count, offset_count, images = anchor_count + n, offset_count + m, images + classes.shape[0]
-            update_map(meter, detect(cls_preds, bbox_preds, anchors, cfg.detect), batch["labels"])
+            found = to_detections(decode(cls_preds, bbox_preds, anchors, cfg.detect), [(1, 1)] * len(classes))
+            detect.update_map(meter, found, truths(batch["labels"]))
         if images == 0:
             return {}
         ap = meter.compute()
@@ -177,60 +213,15 @@ def make_evaluate(cfg: Config):
     return evaluate
 
 
-def update_map(meter: MeanAveragePrecision, detections: torch.Tensor, labels: torch.Tensor) -> None:
-    for dets, gt in zip(detections.cpu(), labels.cpu()):
-        found, real = dets[dets[:, 0] >= 0], gt[gt[:, 0] >= 0]
-        meter.update(found[:, 2:], found[:, 1], found[:, 0].long(), real[:, 1:], real[:, 0].long())
+def first_samples(data: BananaDataset) -> detect.Samples:
+    """A split's first images with their true boxes in pixels, for predictions.png."""
 
+    def samples(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        n = min(n, len(data))
+        return [(image, boxes) for image, (boxes, _) in
+                zip(data.images[:n], truths(data.labels[:n], data.image_size))]
 
-# --------------------------------------------------------------------------- pictures
-
-
-def draw(image: torch.Tensor, detections: torch.Tensor, threshold: float, classes: list[str],
-         truth: torch.Tensor | None = None, min_side: int = 0) -> torch.Tensor:
-    """uint8 (3, H, W) image with truth (green) and detections >= threshold (red, with scores).
-
-    Boxes are normalised; the picture is upscaled to at least ``min_side`` pixels so small
-    training images stay readable.
-    """
-    height, width = image.shape[-2:]
-    scale = max(1.0, min_side / min(height, width))
-    if scale > 1:
-        height, width = round(height * scale), round(width * scale)
-        image = F.interpolate(image[None].float(), size=(height, width), mode="bilinear",
-                              align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
-    size = torch.tensor([width, height, width, height], dtype=torch.float32)
-    line = max(1, round(min(height, width) / 128))
-    if truth is not None and truth.numel():
-        image = draw_bounding_boxes(image, truth.float().cpu() * size, colors="lime", width=line)
-    keep = (detections[:, 0] >= 0) & (detections[:, 1] >= threshold)
-    found = detections[keep].cpu()
-    if len(found):
-        labels = [f"{_name(classes, int(k))} {s:.2f}" for k, s in zip(found[:, 0].tolist(), found[:, 1].tolist())]
-        image = draw_bounding_boxes(image, found[:, 2:] * size, labels=labels, colors="red", width=line,
-                                    label_colors="white", fill_labels=True)
-    return image
-
-
-def _name(classes: list[str], k: int) -> str:
-    return classes[k] if 0 <= k < len(classes) else f"class{k}"
-
-
-def make_finish(cfg: Config, val: BananaDataset, classes: list[str], count: int = 16):
-    def finish(model: nn.Module, run_dir: Path, device: torch.device) -> dict[str, str]:
-        """predictions.png: validation images with true (green) and predicted (red) boxes."""
-        n = min(count, len(val))
-        images = val.images[:n]
-        anchors, cls_preds, bbox_preds = model(images.to(device).float())
-        dets = detect(cls_preds, bbox_preds, anchors, cfg.detect).cpu()
-        tiles = [draw(img, d, cfg.detect.draw_threshold, classes, truth=lab[lab[:, 0] >= 0][:, 1:], min_side=256)
-                 for img, d, lab in zip(images, dets, val.labels[:n])]
-        grid = make_grid(torch.stack(tiles), nrow=min(4, n), padding=4, pad_value=255)
-        path = run_dir / "predictions.png"
-        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
-        return {"predictions": str(path)}
-
-    return finish
+    return samples
 
 
 # --------------------------------------------------------------------------- build, predict
@@ -256,12 +247,13 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     model = build_model(cfg)
     anchors = model.anchors_for(d.image_size, d.image_size)
     return Task(
-        name=NAME, config=cfg, model=model,
+        name=SPEC.command, config=cfg, model=model,
         train_data=train if train.augment else WithTargets(train, anchors),
         val_data=WithTargets(val, anchors),
         train_step=train_step, evaluate=make_evaluate(cfg), columns=COLUMNS,
         best_metric="val_map50", best_mode="max",
-        finish=make_finish(cfg, val, list(d.classes)),
+        finish=detect.make_finish(make_detector(cfg.detect, d.image_size), first_samples(val), list(d.classes),
+                                  cfg.detect.draw_threshold),
         metadata={"classes": list(d.classes), "image_size": d.image_size,
                   "skipped_images": train.skipped + val.skipped},
     )
@@ -270,42 +262,18 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
 def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list[Path],
             device: torch.device, options: dict[str, Any]) -> list[dict[str, Any]]:
     """Boxes scoring >= threshold in each image's own pixels; with ``out``, pictures of them."""
-    threshold = float(options.get("threshold", cfg.detect.draw_threshold))
-    if not 0 <= threshold <= 1:
-        raise InputError(f"--threshold must lie in [0, 1], got {threshold}")
+    threshold = detect.threshold_of(options, cfg.detect.draw_threshold)
     classes = list(metadata.get("classes") or cfg.data.classes)
     size = int(metadata.get("image_size") or cfg.data.image_size)
     out = Path(options["out"]) if options.get("out") is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    used: set[str] = set()
-    results = []
-    model.eval()
-    with torch.no_grad():
-        for path in map(Path, paths):
-            img = load_rgb(path)
-            width, height = img.size
-            anchors, cls_preds, bbox_preds = model(to_tensor(img, size)[None].to(device).float())
-            dets = detect(cls_preds, bbox_preds, anchors, cfg.detect)[0].cpu()
-            keep = (dets[:, 0] >= 0) & (dets[:, 1] >= threshold)
-            scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-            boxes = [{"class": _name(classes, int(row[0])), "score": round(float(row[1]), 4),
-                      "box": [round(v, 1) for v in (row[2:] * scale).tolist()]} for row in dets[keep]]
-            result: dict[str, Any] = {"image": str(path), "boxes": boxes}
-            if out is not None:
-                result["drawn"] = str(_save_drawn(path, to_tensor(img), dets, threshold, classes, out, used))
-            results.append(result)
-    return results
+    return detect.predict(make_detector(cfg.detect, size), model, paths, device, classes, threshold, out)
 
 
-def _save_drawn(path: Path, original: torch.Tensor, dets: torch.Tensor, threshold: float,
-                classes: list[str], out: Path, used: set[str]) -> Path:
-    """Draw on the original image (not the resized one) and save it as out/<stem>.png."""
-    name, k = f"{path.stem}.png", 1
-    while name in used:
-        name, k = f"{path.stem}_{k}.png", k + 1
-    used.add(name)
-    target = out / name
-    picture = draw(original, dets, threshold, classes)
-    Image.fromarray(picture.permute(1, 2, 0).contiguous().numpy()).save(target)
-    return target
+SPEC = register(TaskSpec(
+    command="train-ssd",
+    summary="Train TinySSD on the banana detection dataset.",
+    config=Config, build=build, build_model=build_model, predict=predict,
+    predict_options=("threshold",),
+    synth={"bananas": bananas.synthesize},
+    family="detect",
+))

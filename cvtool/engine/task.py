@@ -1,4 +1,4 @@
-"""What a task gives the shared trainer.
+"""What a task gives the shared trainer: the contract is the engine's, tasks fill it in.
 
 A task owns its data, model, loss and metrics; the trainer (cvtool.engine.trainer)
 owns everything else: device, precision, optimizer, schedule, checkpoints, resume,
@@ -15,6 +15,8 @@ from typing import Any, Callable, Literal
 import torch
 from torch import nn
 from torch.utils.data import Dataset
+
+from cvtool.config import TaskConfig
 
 
 @dataclass
@@ -36,7 +38,7 @@ class Task:
     """The parts one command trains with. Build it with the task module's ``build``."""
 
     name: str
-    config: Any
+    config: TaskConfig
     model: nn.Module
     train_data: Dataset
     val_data: Dataset

@@ -1,0 +1,108 @@
+"""``cvtool data fetch|synth``; the synth kinds and their options come from the task registry."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from cvtool.errors import InputError
+from cvtool.tasks import registry
+
+# Help and lower bound of the size options the writers share; another writer's keyword
+# becomes an option too, with a help line made from its name.
+KNOWN = {
+    "n_train": ("training images", 1),
+    "n_val": ("validation images", 1),
+    "n_test": ("unlabelled test images", 1),
+    "size": ("image side in pixels", 8),
+    "classes": ("classes", 2),
+    "n": ("images per class in train/ (0.4 n in test/)", 1),
+}
+
+
+def fetch(name: str = typer.Argument(..., help="hotdog | banana-detection | voc2012 | cifar10_tiny | dog_tiny"),
+          root: Optional[Path] = typer.Option(
+              None, "--root", help="Target folder (default: where the configs look, e.g. data/VOCdevkit)."),
+          url: Optional[str] = typer.Option(None, "--url", help="Download from this mirror URL instead.")) -> None:
+    """Download a dataset archive, verify its SHA-1 and extract it safely."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from cvtool.data import hub
+
+    arc = hub.archive(name)
+    target = root or Path("data") / (arc.folder or arc.name)
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
+                  console=None, disable=not sys.stderr.isatty()) as bar:
+        job = bar.add_task(f"fetch {name}", total=None)
+        hub.fetch(arc, target, url=url, progress=lambda done, total: bar.update(job, completed=done, total=total))
+    typer.echo(f"{name} ready in {target}")
+
+
+def sizes_of(writer: Callable[..., Path]) -> dict[str, Any]:
+    """A writer's keyword options and their defaults (``seed`` is every writer's)."""
+    return {p.name: p.default for p in inspect.signature(writer).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "seed"}
+
+
+def synth_options(writers: dict[str, Callable[..., Path]]) -> list[inspect.Parameter]:
+    """One ``--name`` option per writer keyword, its help naming each kind's default."""
+    defaults: dict[str, dict[str, Any]] = {}
+    for kind, writer in writers.items():
+        for name, default in sizes_of(writer).items():
+            defaults.setdefault(name, {})[kind] = default
+    names = [n for n in KNOWN if n in defaults] + [n for n in defaults if n not in KNOWN]
+    params = []
+    for name in names:
+        text, low = KNOWN.get(name, (name.replace("_", " "), None))
+        per_kind = ", ".join(f"{kind} {value}" for kind, value in defaults[name].items())
+        option = typer.Option(None, "--" + name.replace("_", "-"), min=low, help=f"{text.capitalize()} ({per_kind}).")
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[int]))
+    return params
+
+
+def synth(kind: str, out: Path, seed: int, **given: Optional[int]) -> None:
+    """Write a small synthetic dataset in a real on-disk format."""
+    writers = registry.synth_writers()
+    if kind not in writers:
+        raise InputError(f"unknown synthetic dataset {kind!r}; known: {', '.join(writers)}")
+    accepted = sizes_of(writers[kind])
+    for key, value in given.items():
+        if value is not None and key not in accepted:
+            raise InputError(f"--{key.replace('_', '-')} does not apply to {kind}")
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"--out {out} already holds files; choose an empty or new folder")
+    writers[kind](out, seed=seed, **{k: v for k, v in given.items() if v is not None})
+    typer.echo(f"synthetic {kind} data written to {out}")
+
+
+def synth_command() -> Callable[..., None]:
+    """``synth`` with the registered kinds in its help and their writers' keywords as options."""
+    writers = registry.synth_writers()
+
+    def command(**kwargs: Any) -> None:
+        synth(**kwargs)
+
+    fixed = [
+        inspect.Parameter("kind", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                          default=typer.Argument(..., help=" | ".join(writers))),
+        inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
+                          default=typer.Option(..., "--out", help="Dataset folder to write (the real layout).")),
+    ]
+    seed = inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, annotation=int,
+                             default=typer.Option(0, "--seed", help="Random seed."))
+    params = [*fixed, *synth_options(writers), seed]
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = synth.__doc__
+    return command
+
+
+def register(parent: typer.Typer) -> None:
+    app = typer.Typer(no_args_is_help=True, help="Fetch real datasets or write synthetic ones.")
+    app.command("fetch")(fetch)
+    app.command("synth")(synth_command())
+    parent.add_typer(app, name="data")

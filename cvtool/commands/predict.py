@@ -1,0 +1,99 @@
+"""``cvtool predict``: a checkpoint on images; the checkpoint says which task it is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from cvtool import config as cfglib
+from cvtool.commands.common import DEVICE_HELP, emit, load_weights
+from cvtool.errors import InputError
+from cvtool.tasks import registry
+from cvtool.tasks.registry import TaskSpec
+
+
+def predict(
+    checkpoint_path: Path = typer.Option(..., "--checkpoint", help="A checkpoint written by a train command."),
+    images: list[Path] = typer.Argument(None, help="Images (or folders of images) to run the model on."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for pictures or files the task writes."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Detection score threshold."),
+    kaggle_test: Optional[Path] = typer.Option(None, "--kaggle-test", help="Kaggle test folder: write submission.csv."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON list."),
+) -> None:
+    """Run a trained checkpoint on images (the checkpoint says which task it is)."""
+    from cvtool.engine import checkpoint, runtime
+
+    ckpt = checkpoint.load(checkpoint_path)
+    spec = registry.get(ckpt["task"])
+    if spec.predict is None or spec.build_model is None:
+        raise InputError(f"checkpoint {checkpoint_path} is from {spec.command}, which has no predict")
+    cfg = cfglib.from_dict(spec.config, ckpt["config"])
+    if not images and kaggle_test is None:
+        raise InputError("give at least one IMAGE (or --kaggle-test DIR)")
+    if kaggle_test is not None:
+        check_option(spec, checkpoint_path, "kaggle_test")
+        if not kaggle_test.is_dir():
+            raise InputError(f"--kaggle-test {kaggle_test} is not a folder")
+        submission = (out or Path(".")) / "submission.csv"
+        if submission.exists():
+            raise InputError(f"{submission} already exists; remove it or pass --out DIR")
+    if threshold is not None:
+        check_option(spec, checkpoint_path, "threshold")
+    images = expand_images(images or [])
+    dev = runtime.select_device(device)
+    model = spec.build_model(cfg)
+    load_weights(model, ckpt, checkpoint_path)
+    model.to(dev).eval()
+    options = {k: v for k, v in {"out": out, "threshold": threshold, "kaggle_test": kaggle_test}.items()
+               if v is not None}
+    results = spec.predict(model, cfg, ckpt.get("metadata", {}), images, dev, options)
+    if as_json:
+        emit(results, True)
+        return
+    for r in results:
+        typer.echo(format_prediction(r))
+
+
+def check_option(spec: TaskSpec, path: Path, option: str) -> None:
+    """A task-specific option is only for the tasks whose spec accepts it."""
+    if option not in spec.predict_options:
+        flag = "--" + option.replace("_", "-")
+        raise InputError(f"{flag} is for {' and '.join(registry.with_option(option))} checkpoints; "
+                         f"{path} is from {spec.command}")
+
+
+def expand_images(paths: list[Path]) -> list[Path]:
+    """Files as given; a folder stands for the images directly inside it, in name order."""
+    from cvtool.data.images import IMAGE_SUFFIXES
+
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not inside:
+                raise InputError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            found += inside
+        elif not path.exists():
+            raise InputError(f"image {path} does not exist")
+        elif not path.is_file():
+            raise InputError(f"image {path} is not a file")
+        else:
+            found.append(path)
+    return found
+
+
+def format_prediction(result: dict[str, Any]) -> str:
+    key = "image" if "image" in result else "test_dir"
+    head = result.get(key, "")
+    if "class" in result:
+        return f"{head}: {result['class']} ({result['probability']:.3f})"
+    rest = {k: v for k, v in result.items() if k != key}
+    return f"{head}: {json.dumps(rest, default=str)}"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict)

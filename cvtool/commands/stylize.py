@@ -1,0 +1,62 @@
+"""``cvtool stylize``: the one task without a training loop, so its command is its own."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cvtool.commands.common import CONFIG_OPTION, DEVICE_HELP, JSON_HELP, SET_OPTION, emit, load_config
+from cvtool.tasks import registry
+
+
+def stylize(
+    content: Path = typer.Argument(..., help="Content image."),
+    style: Path = typer.Argument(..., help="Style image."),
+    output: Path = typer.Option(Path("stylized.png"), "--output", "-o",
+                                help="Output image; format from the extension."),
+    config: Optional[Path] = CONFIG_OPTION,
+    overrides: list[str] = SET_OPTION,
+    size: Optional[str] = typer.Option(None, "--size", help="Output H,W, or one number: the longer side."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimisation steps in all."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (noise init)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Also write metrics.csv, summary.json, snapshots."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="With --out-dir: a snapshot every N steps."),
+    preserve_color: Optional[bool] = typer.Option(None, "--preserve-color/--no-preserve-color",
+                                                  help="Transfer luminance only; keep the content's colours."),
+    content_weight: Optional[float] = typer.Option(None, "--content-weight", help="Weight of the content loss."),
+    style_weight: Optional[float] = typer.Option(None, "--style-weight", help="Weight of the style loss."),
+    tv_weight: Optional[float] = typer.Option(None, "--tv-weight", help="Weight of the smoothness loss."),
+    scales: Optional[int] = typer.Option(None, "--scales", help="Optimise at K doubling sizes (1 = output size only)."),
+    init: Optional[str] = typer.Option(None, "--init", help="content | noise."),
+    style_scale: Optional[float] = typer.Option(
+        None, "--style-scale", help="Style image size relative to the output (smaller = bigger strokes)."),
+    force: bool = typer.Option(False, "--force", help="Run even if the estimated memory need exceeds what is free."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    from cvtool.engine.progress import Reporter
+    from cvtool.tasks import stylize as st
+
+    flags = {"image.size": st.parse_size(size) if size is not None else None, "optim.steps": steps,
+             "run.device": device, "run.seed": seed, "run.save_every": save_every,
+             "image.preserve_color": preserve_color, "loss.content_weight": content_weight,
+             "loss.style_weight": style_weight, "loss.tv_weight": tv_weight, "run.scales": scales,
+             "image.init": init, "image.style_scale": style_scale}
+    cfg = load_config(registry.get("stylize").config, config, overrides, flags)
+    reporter = Reporter(sys.stderr if as_json else sys.stdout)
+    result = st.stylize(cfg, content, style, output, out_dir=out_dir, reporter=reporter, force=force,
+                        argv=["cvtool", *sys.argv[1:]])
+    height, width = result["size"]
+    reporter.info(f"wrote {result['output']} ({height}x{width}) in {result['seconds']:.1f} s "
+                  f"({result['ms_per_step']:.0f} ms/step)"
+                  + (f"; run files in {result['run_dir']}" if result["run_dir"] else ""))
+    emit(result, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    spec = next((s for s in registry.specs() if s.command == "stylize"), None)
+    if spec is not None:
+        app.command("stylize", help=spec.summary)(stylize)

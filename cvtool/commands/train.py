@@ -1,0 +1,88 @@
+"""One ``cvtool <task>`` training command per registered trainable task."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from cvtool.commands.common import CONFIG_OPTION, DEVICE_HELP, JSON_HELP, SET_OPTION, describe, emit, load_config
+from cvtool.errors import InputError
+from cvtool.tasks import registry
+from cvtool.tasks.registry import TaskSpec
+
+
+def train(spec: TaskSpec, config: Optional[Path], overrides: list[str], out: Optional[str],
+          flags: dict[str, Any], resume: Optional[str], as_json: bool) -> None:
+    from cvtool.engine import checkpoint, run
+
+    ckpt, path = None, None
+    if resume is not None:
+        path, out = run.resume_source(resume, out)
+        ckpt = checkpoint.load(path)
+        if ckpt.get("task") != spec.command:
+            raise InputError(f"checkpoint {path} is from {ckpt.get('task')}, not {spec.command}")
+    cfg = load_config(spec.config, config, overrides, flags, base=ckpt["config"] if ckpt else None)
+    if ckpt is not None:
+        run.check_resumable(cfg, ckpt, path)
+
+    def on_stop(status: str, run_dir: Path, exc: BaseException) -> None:
+        detail = {"message": str(exc)} if status == "interrupted" else {"error": describe(exc)}
+        emit({"status": status, "run_dir": str(run_dir), **detail}, as_json)
+
+    result = run.train(spec.command, spec.build, cfg, out=out, argv=["cvtool", *sys.argv[1:]],
+                       stream=sys.stderr if as_json else sys.stdout, resume_from=ckpt, resume_path=path,
+                       on_stop=on_stop)
+    if result.main:
+        report(result, as_json)
+
+
+def report(result: Any, as_json: bool) -> None:
+    summary, run_dir = result.summary, result.run_dir
+    best = summary["best"]
+    files = ", ".join(["summary.json", *(Path(v).name for k, v in summary["paths"].items()
+                                         if k not in ("run_dir", "config", "last", "best")), "checkpoints/"])
+    result.reporter.info(f"done: best {best['metric']} = {best['value']:.4g} at epoch {best['epoch']}; "
+                         f"results in {run_dir} ({files})"
+                         if best["value"] is not None else f"done: results in {run_dir} ({files})")
+    emit({"status": summary["status"], "run_dir": str(run_dir), "best": best, "final": summary["final"]}, as_json)
+
+
+def add_train_command(app: typer.Typer, spec: TaskSpec) -> None:
+    def command(
+        config: Optional[Path] = CONFIG_OPTION,
+        overrides: list[str] = SET_OPTION,
+        out: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<command>/expN)."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", help="Number of epochs."),
+        device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
+        resume: Optional[str] = typer.Option(
+            None, "--resume", metavar="[PATH]",
+            help="Continue a run: from PATH, or without a path from --out's checkpoints/last.pt."),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", help="At most N batches per epoch."),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    ) -> None:
+        flags = {"train.epochs": epochs, "train.device": device, "train.seed": seed, "train.max_steps": max_steps}
+        train(spec, config, overrides, out, flags, resume, as_json)
+
+    command.__doc__ = spec.summary
+    app.command(spec.command, help=spec.summary)(command)
+
+
+def add_missing_command(app: typer.Typer, name: str) -> None:
+    """A declared command whose module is absent: listed, and says so when run."""
+    def command(ctx: typer.Context) -> None:
+        registry.get(name)
+
+    app.command(name, help="(not built yet)", add_help_option=False,
+                context_settings={"ignore_unknown_options": True, "allow_extra_args": True})(command)
+
+
+def register(app: typer.Typer) -> None:
+    for spec in registry.specs():
+        if spec.build is not None:
+            add_train_command(app, spec)
+    for name in registry.missing():
+        add_missing_command(app, name)

@@ -1,0 +1,52 @@
+"""Validation loaders and metrics: training's per-epoch validation and ``cvtool eval`` share them."""
+
+from __future__ import annotations
+
+import signal
+from itertools import islice
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from cvtool.engine import runtime
+from cvtool.engine.placement import place, to_device
+from cvtool.engine.task import Task
+
+
+def ignore_sigint(_worker_id: int) -> None:
+    """Workers leave Ctrl-C to the main process, which saves before it stops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def loader_options(task: Task, device: torch.device) -> dict[str, Any]:
+    """What the training and validation loaders share."""
+    workers = task.config.data.num_workers
+    return dict(collate_fn=task.collate_fn, pin_memory=device.type == "cuda", num_workers=workers,
+                worker_init_fn=ignore_sigint if workers else None)
+
+
+def val_loader(task: Task, device: torch.device) -> DataLoader:
+    return DataLoader(task.val_data, batch_size=task.config.data.batch_size, shuffle=False,
+                      **loader_options(task, device))
+
+
+def evaluate(task: Task, net: nn.Module, loader: DataLoader, device: torch.device, dtype: torch.dtype | None,
+             channels_last: bool, batches: int | None = None) -> dict[str, float]:
+    """The task's metrics over the first ``batches`` batches of ``loader`` (all by default).
+
+    Training's validation and ``cvtool eval`` both come here, so a checkpoint scores the
+    same in both; the caller puts the model in eval mode.
+    """
+    stream: Iterable = (to_device(b, device, channels_last) for b in islice(loader, batches))
+    with torch.no_grad(), runtime.autocast(device, dtype):
+        return task.evaluate(net, stream, device)
+
+
+def score(task: Task, device: torch.device) -> dict[str, float]:
+    """``cvtool eval``: the whole validation set, the model placed as training places it."""
+    tc = task.config.train
+    model = place(task.model, device, tc).eval()
+    runtime.configure(device, tc.deterministic)
+    return evaluate(task, model, val_loader(task, device), device, runtime.amp_dtype(device, tc.amp), tc.channels_last)

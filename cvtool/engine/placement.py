@@ -1,0 +1,54 @@
+"""Where a model and its batches live: device, memory format, SyncBatchNorm, DDP, compile.
+
+Training and ``cvtool eval`` place a model with the same ``place``, so a checkpoint is
+scored the way it was trained.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from cvtool.config import TrainConfig
+from cvtool.engine.runtime import Processes
+from cvtool.errors import InputError
+
+
+def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
+    if isinstance(batch, torch.Tensor):
+        batch = batch.to(device, non_blocking=True)
+        if channels_last and batch.dim() == 4 and batch.is_floating_point():
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device, channels_last) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
+    return batch
+
+
+def place(model: nn.Module, device: torch.device, tc: TrainConfig, procs: Processes = Processes()) -> nn.Module:
+    """The model on ``device`` in ``train.channels_last`` format (SyncBatchNorm under torchrun
+    with ``train.sync_bn``); checked before anything is written."""
+    if procs.distributed and tc.sync_bn and device.type != "cuda":
+        raise InputError("train.sync_bn needs CUDA devices (SyncBatchNorm runs on NCCL only); "
+                         "set it to false for CPU processes")
+    if procs.distributed and tc.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def wrap(model: nn.Module, device: torch.device, tc: TrainConfig, procs: Processes) -> tuple[nn.Module, nn.Module]:
+    """(the network training steps run, the one validation runs): DDP across processes,
+    ``torch.compile`` when asked; validation runs on rank 0 alone, so never through DDP."""
+    wrapped: nn.Module = model
+    if procs.distributed:
+        wrapped = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    net: nn.Module = torch.compile(wrapped) if tc.compile else wrapped
+    return net, model if procs.distributed else net

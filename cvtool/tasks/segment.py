@@ -1,0 +1,184 @@
+"""What every semantic segmenter shares: loss, scores, pictures, the predict loop and its names.
+
+A segmentation task supplies its model, a ``Forward`` (``forward(model, images) -> logits``:
+uint8 (B, 3, H, W) images on the device to (B, C, H, W) class scores, normalisation
+included) and its dataset's ``Labels`` (class names, palette, void value), which the
+dataset module defines; nothing here knows a particular dataset.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torchvision.transforms.v2.functional import pil_to_tensor
+from torchvision.utils import draw_segmentation_masks
+
+from cvtool.data.images import load_rgb
+from cvtool.engine.task import StepOutput
+from cvtool.errors import InputError
+from cvtool.files import atomic_write
+from cvtool.ops.segmentation_metrics import ConfusionMatrix, background_only_miou
+from cvtool.tasks.outputs import UniqueStems, save_png
+
+Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+# The first n validation pairs: uint8 (3, H, W) image and its (H, W) label values.
+Samples = Callable[[int], list[tuple[torch.Tensor, torch.Tensor]]]
+PICTURES = 4
+
+
+@dataclass(frozen=True)
+class Labels:
+    """A dataset's labelling: class names, the colour of every label value, the void value.
+
+    ``palette`` is (256, 3) uint8, indexed by label value (void included); ``background``
+    is left uncoloured in overlays; ``void_colour`` names void's colour in picture titles.
+    """
+
+    names: list[str]
+    palette: np.ndarray
+    void: int
+    background: int | None = 0
+    void_colour: str = ""
+
+    def colorize(self, mask: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Label values (H, W) to colours (H, W, 3)."""
+        return self.palette[np.asarray(mask, dtype=np.uint8)]
+
+    def palette_image(self, mask: np.ndarray) -> Image.Image:
+        """Label values as a palette PNG image: the indices, shown in the dataset's colours."""
+        img = Image.fromarray(mask.astype(np.uint8), "P")
+        img.putpalette(self.palette.tobytes())
+        return img
+
+    def present(self, mask: torch.Tensor | np.ndarray) -> list[str]:
+        return [self.names[k] for k in np.unique(np.asarray(mask)).tolist() if k < len(self.names)]
+
+
+def train_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], forward: Forward,
+               void: int) -> StepOutput:
+    """Cross-entropy averaged over the batch's non-void pixels; void changes nothing."""
+    images, labels = batch
+    target = labels.long()
+    logits = forward(model, images)
+    valid = target != void
+    pixels = valid.sum().clamp(min=1)
+    loss = F.cross_entropy(logits, target, ignore_index=void, reduction="sum") / pixels
+    acc = ((logits.argmax(1) == target) & valid).sum() / pixels
+    n = len(images)
+    return StepOutput(loss=loss, count=n, stats={"pixel_acc": (acc.detach() * n, n)})
+
+
+def make_evaluate(labels: Labels, forward: Forward):
+    """Scores from one confusion matrix over all validation pixels (void excluded)."""
+
+    def evaluate(model: nn.Module, batches: Iterable, device: torch.device) -> dict[str, float]:
+        matrix = ConfusionMatrix(len(labels.names), device)
+        loss = torch.zeros((), device=device)
+        pixels = torch.zeros((), device=device, dtype=torch.long)
+        for images, truth in batches:
+            target = truth.long()
+            logits = forward(model, images)
+            loss += F.cross_entropy(logits, target, ignore_index=labels.void, reduction="sum")
+            pixels += (target != labels.void).sum()
+            matrix.update(logits.argmax(1), target)
+        if pixels.item() == 0:
+            return {}
+        s = matrix.scores()
+        result = {"val_loss": (loss / pixels).item(), "val_pixel_acc": s.pixel_acc,
+                  "val_mean_class_acc": s.mean_class_acc, "val_miou": s.miou,
+                  "val_miou_background_only": background_only_miou(matrix.matrix.cpu())}
+        result.update({f"val_iou/{name}": v for name, v in zip(labels.names, s.iou) if not math.isnan(v)})
+        return result
+
+    return evaluate
+
+
+@torch.no_grad()
+def segment(model: nn.Module, image: torch.Tensor, device: torch.device, forward: Forward) -> torch.Tensor:
+    """Class indices (H, W) uint8 on the CPU for one uint8 (3, H, W) image of any size."""
+    model.eval()
+    logits = forward(model, image[None].to(device))
+    return logits.argmax(1)[0].to("cpu", torch.uint8)
+
+
+def overlay(image: torch.Tensor, mask: torch.Tensor, labels: Labels, alpha: float = 0.5) -> torch.Tensor:
+    """uint8 (3, H, W): each class but background and void blended over the image in its colour."""
+    shown = [k for k in mask.unique().tolist() if k not in (labels.background, labels.void)]
+    if not shown:
+        return image
+    masks = torch.stack([mask == k for k in shown])
+    colours = [tuple(int(v) for v in labels.palette[k]) for k in shown]
+    return draw_segmentation_masks(image, masks, alpha=alpha, colors=colours)
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+def prediction_grid(model: nn.Module, samples: list[tuple[torch.Tensor, torch.Tensor]], labels: Labels,
+                    forward: Forward, device: torch.device, path: Path) -> Path:
+    """image | truth | prediction, one row per sample, with a legend of the classes shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    rows = len(samples)
+    fig, axes = plt.subplots(rows, 3, figsize=(11, 2.8 * rows), squeeze=False, constrained_layout=True)
+    truth_title = f"truth (void = {labels.void_colour})" if labels.void_colour else "truth"
+    for r, (image, truth) in enumerate(samples):
+        pred = segment(model, image, device, forward)
+        panels = (image.permute(1, 2, 0).numpy(), labels.colorize(truth), labels.colorize(pred))
+        for ax, panel, title in zip(axes[r], panels, ("image", truth_title, "prediction")):
+            ax.imshow(panel)
+            ax.set_axis_off()
+            if r == 0:
+                ax.set_title(title)
+        shown = sorted((set(truth.unique().tolist()) | set(pred.unique().tolist())) - {labels.void})
+        legend = [Patch(color=labels.palette[k] / 255, label=labels.names[k]) for k in shown if k < len(labels.names)]
+        axes[r][2].legend(handles=legend, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
+    atomic_write(path, lambda fh: fig.savefig(fh, dpi=80, format="png"))
+    plt.close(fig)
+    return path
+
+
+def make_finish(forward: Forward, labels: Labels, samples: Samples, count: int = PICTURES):
+    """The task's ``finish``: predictions.png for the first ``count`` validation samples."""
+
+    def finish(model: nn.Module, run_dir: Path, device: torch.device) -> dict[str, str]:
+        path = prediction_grid(model, samples(count), labels, forward, device, run_dir / "predictions.png")
+        return {"predictions": str(path)}
+
+    return finish
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def predict(model: nn.Module, paths: list[Path], device: torch.device, options: dict[str, Any],
+            labels: Labels, forward: Forward, command: str) -> list[dict[str, Any]]:
+    """Write ``<stem>_mask.png`` (palette PNG) and ``<stem>_overlay.png`` for each image into options["out"]."""
+    if options.get("out") is None:
+        raise InputError(f"{command} predict writes mask pictures: give an output folder with --out DIR")
+    out = Path(options["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    names = UniqueStems()
+    results = []
+    for path in paths:
+        image = pil_to_tensor(load_rgb(path))
+        mask = segment(model, image, device, forward)
+        stem = names(path)
+        mask_path, overlay_path = out / f"{stem}_mask.png", out / f"{stem}_overlay.png"
+        save_png(mask_path, labels.palette_image(mask.numpy()))
+        save_png(overlay_path, overlay(image, mask, labels))
+        results.append({"image": str(path), "mask": str(mask_path), "overlay": str(overlay_path),
+                        "classes_present": labels.present(mask)})
+    return results
