@@ -67,7 +67,7 @@ def background_only_miou(matrix: torch.Tensor) -> float:
 
 
 class ConfusionMatrix:
-    """Accumulates pixel counts on the tensors' device; no host sync until ``scores``."""
+    """Accumulates pixel counts on the tensors' device; they reach the host only in ``scores``."""
 
     def __init__(self, num_classes: int, device: torch.device | str | None = None) -> None:
         self.num_classes = num_classes
