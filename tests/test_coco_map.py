@@ -29,9 +29,10 @@ def random_boxes(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
     """(n, 4) boxes as x, y, w, h.
 
     "grid": small integer boxes in a strip, mostly one unit high and often of one width,
-    crowded enough that IoUs land exactly on thresholds and detections tie between two boxes. "decimal": boxes at the origin with
-    sides in tenths, whose IoUs round onto 0.8999999999999999 and its like (at the origin both
-    implementations compute the same IoU). "float": anything.
+    crowded enough that IoUs land exactly on thresholds and detections tie between two boxes.
+    "decimal": boxes at the origin with sides in tenths, whose IoUs round onto
+    0.8999999999999999 and its like (at the origin both implementations compute the same
+    IoU). "float": anything.
     """
     if kind == "grid":
         xy = np.stack((rng.integers(0, 7, n), np.where(rng.random(n) < 0.8, 0, 1)), axis=1)

@@ -80,7 +80,8 @@ def test_thresholds_and_recall_points_are_cocoevals_numpy_values():
     assert COCO_IOU_THRESHOLDS == tuple(np.linspace(0.5, 0.95, 10).tolist())
     assert RECALL_POINTS.tolist() == np.linspace(0.0, 1.0, 101).tolist()  # torch.linspace differs at 10 points
     # this pair's IoU computes to 0.8999999999999999: a hit at COCO's 0.9 threshold, which is that number
-    det, gt = torch.tensor([[0.0, 0.0, 0.9, 0.3]], dtype=torch.float64), torch.tensor([[0.0, 0.0, 1.0, 0.3]], dtype=torch.float64)
+    det = torch.tensor([[0.0, 0.0, 0.9, 0.3]], dtype=torch.float64)
+    gt = torch.tensor([[0.0, 0.0, 1.0, 0.3]], dtype=torch.float64)
     hits = match_detections(det, gt, COCO_IOU_THRESHOLDS)
     assert hits[:, 0].tolist() == [True] * 9 + [False]
 

@@ -30,8 +30,8 @@ def test_unsafe_or_broken_weights_are_refused_without_torch_advice(tmp_path, con
         read_state_file(path)
     message = str(info.value)
     assert message.startswith(f"weights file {path} cannot be read safely: ") and "\n" not in message
-    assert "can still be loaded" not in message and "weights_only" not in message and "will likely succeed" not in message
-    assert "PyTorch 2.6" not in message
+    for advice in ("can still be loaded", "weights_only", "will likely succeed", "PyTorch 2.6"):
+        assert advice not in message
     assert not (tmp_path / "pwned").exists()
     if content == "pickle":
         assert "os.mkdir" in message or "posix.mkdir" in message, message
