@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from cvtool.ops.boxes import multibox_detection
 from cvtool.ops.detection_metrics import (
     COCO_IOU_THRESHOLDS,
+    RECALL_POINTS,
     MeanAveragePrecision,
     average_precision,
     bbox_mae_sum,
@@ -22,8 +25,8 @@ FAR = torch.tensor([[50.0, 50.0, 60.0, 60.0]])
 
 def run(dets, scores, labels, gts, gt_labels, **kwargs) -> dict[str, float]:
     meter = MeanAveragePrecision(**kwargs)
-    meter.update(torch.tensor(dets).reshape(-1, 4), torch.tensor(scores), torch.tensor(labels),
-                 torch.tensor(gts).reshape(-1, 4), torch.tensor(gt_labels))
+    meter.update(torch.as_tensor(dets).reshape(-1, 4), torch.as_tensor(scores), torch.as_tensor(labels),
+                 torch.as_tensor(gts).reshape(-1, 4), torch.as_tensor(gt_labels))
     return meter.compute()
 
 
@@ -71,6 +74,79 @@ def test_greedy_matching_takes_the_best_unmatched_box():
     assert match_detections(dets, gts, [0.3]).tolist() == [[True, False]]
     assert match_detections(dets, gts, [0.1]).tolist() == [[True, True]]
     assert match_detections(dets, gts, [0.5, 0.9]).tolist() == [[True, False], [False, False]]
+
+
+def test_thresholds_and_recall_points_are_cocoevals_numpy_values():
+    assert COCO_IOU_THRESHOLDS == tuple(np.linspace(0.5, 0.95, 10).tolist())
+    assert RECALL_POINTS.tolist() == np.linspace(0.0, 1.0, 101).tolist()  # torch.linspace differs at 10 points
+    # this pair's IoU computes to 0.8999999999999999: a hit at COCO's 0.9 threshold, which is that number
+    det = torch.tensor([[0.0, 0.0, 0.9, 0.3]], dtype=torch.float64)
+    gt = torch.tensor([[0.0, 0.0, 1.0, 0.3]], dtype=torch.float64)
+    hits = match_detections(det, gt, COCO_IOU_THRESHOLDS)
+    assert hits[:, 0].tolist() == [True] * 9 + [False]
+
+
+def test_recall_on_a_recall_point_reads_the_precision_there():
+    # 10 boxes: 7 found first (recall 0.7, precision 1), then a miss, then the other 3 (precision 10/11).
+    # COCO's recall point 0.7 is 0.7000000000000001, just above recall 7/10, so it reads 10/11 there;
+    # recall points 0 ... 0.69 (70 of them) read 1 and 0.70 ... 1 (31) read 10/11.
+    hits = torch.tensor([[True] * 7 + [False] + [True] * 3])
+    scores = torch.linspace(1, 0.5, 11)
+    assert average_precision(scores, hits, num_gt=10).item() == pytest.approx((70 + 31 * 10 / 11) / 101, abs=1e-15)
+
+
+def test_a_detection_tied_between_two_free_boxes_takes_the_later_one():
+    # the first detection overlaps both boxes with IoU 1/2; COCOeval gives it the later box, which
+    # leaves the earlier one for the second detection (IoU 1 with it, 1/5 with the later box)
+    gts = torch.tensor([[0.0, 0, 3, 1], [2.0, 0, 5, 1]])
+    dets = torch.tensor([[1.0, 0, 4, 1], [0.0, 0, 3, 1]])
+    assert match_detections(dets, gts, [0.5]).tolist() == [[True, True]]
+
+
+def test_difficult_truth_is_neither_hit_nor_miss():
+    hard = torch.tensor([[50.0, 50.0, 60.0, 60.0]])
+    flags = torch.tensor([False, True])
+    # a detection of the difficult box outranks the one of the ordinary box: were the difficult box
+    # left out of the truth, that detection would be a false positive ranked first
+    dets, scores, labels = torch.cat((hard, GT)), torch.tensor([0.9, 0.8]), torch.tensor([0, 0])
+    assert run(dets, scores, labels, GT, [0])["map50"] == pytest.approx(0.5)
+    marked = MeanAveragePrecision()
+    marked.update(dets, scores, labels, torch.cat((GT, hard)), labels, gt_difficult=flags)
+    assert marked.compute() == {"map": 1.0, "map50": 1.0, "map75": 1.0}
+    # an unfound difficult box is no miss (an ordinary one would halve recall), and a class whose
+    # only truth is difficult is left out of the mean
+    assert run(GT, [0.8], [0], torch.cat((GT, hard)), [0, 0])["map50"] == pytest.approx(51 / 101)
+    unfound = MeanAveragePrecision()
+    unfound.update(GT, torch.tensor([0.8]), torch.tensor([0]), torch.cat((GT, hard, hard)), torch.tensor([0, 0, 1]),
+                   gt_difficult=torch.tensor([False, True, True]))
+    assert unfound.compute()["map"] == 1.0 and sorted(unfound.per_class()) == [0]
+
+
+def test_ordinary_truth_is_preferred_to_a_difficult_one_and_each_is_taken_once():
+    hard = torch.tensor([[0.0, 0.0, 10.0, 10.0]])  # the detection overlaps this difficult box exactly
+    ordinary = torch.tensor([[0.0, 0.0, 10.0, 7.0]])  # ... and this one by IoU 0.7
+    meter = MeanAveragePrecision(iou_thresholds=[0.5])
+    meter.update(torch.cat((GT, GT)), torch.tensor([0.9, 0.8]), torch.tensor([0, 0]), torch.cat((hard, ordinary)),
+                 torch.tensor([0, 0]), gt_difficult=torch.tensor([True, False]))
+    # the first takes the ordinary box (a hit), the second the difficult one (ignored): AP 1
+    assert meter.compute()["map50"] == 1.0
+    # as in COCOeval, a difficult box is taken once: a second detection of it is a false positive
+    meter.update(torch.cat((GT, GT)), torch.tensor([0.95, 0.99]), torch.tensor([0, 0]), hard, torch.tensor([0]),
+                 gt_difficult=torch.tensor([True]))
+    assert meter.ignored[0][1].tolist() == [[True, False]] and meter.hits[0][1].tolist() == [[False, False]]
+    assert meter.compute()["map50"] == pytest.approx(0.5)  # that false positive now ranks first
+
+
+def test_multibox_detection_orders_by_exact_score():
+    # three scores within 1e-7 of 1: adding 2 in float32 (to put kept rows first) would make them equal
+    anchors = torch.tensor([[0.0, 0.0, 0.2, 0.2], [0.5, 0.5, 0.7, 0.7], [0.1, 0.6, 0.3, 0.8], [0.0, 0.0, 0.2, 0.21],
+                            [0.8, 0.0, 1.0, 0.2]])
+    score = torch.tensor([0.9999999, 0.99999994, 0.99999988, 0.9999999, 0.005])
+    out = multibox_detection(torch.stack((1 - score, score))[None], torch.zeros(1, 20), anchors[None])[0]
+    kept = out[:, 0] >= 0
+    assert kept.tolist() == [True, True, True, False, False]  # anchor 3 is suppressed, anchor 4 below threshold
+    assert out[:3, 1].tolist() == sorted(out[:3, 1].tolist(), reverse=True)
+    assert out[0, 1].item() == score[1].item() and out[3:, 1].tolist() == [score[3].item(), score[4].item()]
 
 
 def test_mean_over_classes_skips_classes_without_ground_truth():

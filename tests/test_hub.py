@@ -10,7 +10,7 @@ from functools import partial
 import pytest
 
 from cvtool.data import hub
-from cvtool.errors import MissingResource
+from cvtool.errors import InputError
 
 
 def make_zip(path, members):
@@ -75,7 +75,7 @@ def test_hash_mismatch_leaves_nothing(server, tmp_path, cli):
 def test_path_traversal_is_refused(server, tmp_path):
     root, url = server
     sha = make_zip(root / "evil.zip", {"evil/ok.txt": "fine", "evil/../../escaped.txt": "gotcha"})
-    with pytest.raises(MissingResource, match="unsafe path"):
+    with pytest.raises(InputError, match="unsafe path"):
         hub.fetch(hub.Archive("evil", url + "evil.zip", sha), tmp_path / "data" / "evil")
     assert leftovers(tmp_path / "data") == []
     assert not (tmp_path / "escaped.txt").exists()

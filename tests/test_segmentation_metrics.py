@@ -63,3 +63,17 @@ def test_background_only_miou_is_the_score_of_predicting_background():
     matrix = confusion_matrix(torch.zeros_like(target), target, 4)
     assert background_only_miou(confusion_matrix(target.clamp(max=3), target, 4)) == pytest.approx(scores(matrix).miou)
     assert scores(matrix).miou == pytest.approx((4 / 7) / 3)
+
+
+@pytest.mark.parametrize("bad", [3, 5, -1])
+def test_prediction_outside_the_classes_raises_instead_of_miscounting(bad):
+    # counted, a prediction `bad` for a pixel of class 1 would land in cell 1 * 3 + bad of the
+    # flattened matrix: (2, 0), (2, 2) and (0, 2), all of them real cells
+    target = torch.tensor([[0, 1], [2, 255]])
+    pred = torch.tensor([[0, bad], [2, 0]])
+    with pytest.raises(ValueError, match=f"prediction class {bad} is outside 0..2"):
+        confusion_matrix(pred, target, 3)
+    meter = ConfusionMatrix(3)
+    with pytest.raises(ValueError):
+        meter.update(pred, target)
+    assert int(meter.matrix.sum()) == 0

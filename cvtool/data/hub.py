@@ -1,7 +1,7 @@
 """Known dataset archives: download with progress, verify, extract safely.
 
 Unlike a notebook helper, every download is checked against its SHA-1 (not only a
-cached one), members that would land outside the target folder are refused, and any
+cached one), only regular files and folders that stay inside the target are extracted, and any
 failure leaves neither a partial archive, a half-extracted folder nor a parent folder it made behind.
 """
 
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import stat
 import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Callable
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import IO, Any, Callable
 from urllib.error import URLError
 from urllib.request import urlopen
 
@@ -125,22 +127,89 @@ def download(url: str, dest: Path, sha1: str, progress: Progress | None = None) 
 
 
 def extract(file: Path, out: Path) -> None:
-    out.mkdir()
+    """Unpack ``file`` into a new folder ``out``: regular files and folders only.
+
+    Datasets need no links, devices or fifos: those members are refused by type, and names
+    that would leave ``out`` by name, before anything is written. The check is cvtool's own,
+    the same on every Python, rather than tarfile's data filter, which link chains got around
+    before 3.11.13/3.12.11/3.13.4 (CVE-2025-4517). Members are then written one by one.
+    """
     if zipfile.is_zipfile(file):
         with zipfile.ZipFile(file) as zf:
-            for member in zf.namelist():
-                check_member(member, file)
-            zf.extractall(out)
+            write(checked([(i.filename, zip_kind(i), i) for i in zf.infolist()], file), out, zf.open)
     elif tarfile.is_tarfile(file):
         with tarfile.open(file) as tf:
-            for member in tf.getmembers():
-                check_member(member.name, file)
-            tf.extractall(out, filter="data")
+            write(checked([(m.name, tar_kind(m), m) for m in tf.getmembers()], file), out, tf.extractfile)
     else:
         raise MissingResource(f"{file.name} is neither a zip nor a tar archive")
 
 
-def check_member(name: str, file: Path) -> None:
-    path = PurePosixPath(name.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts:
-        raise MissingResource(f"archive {file.name} holds an unsafe path {name!r}; refusing to extract it")
+OTHER_KINDS = {stat.S_IFLNK: "symlink", stat.S_IFCHR: "device", stat.S_IFBLK: "device", stat.S_IFIFO: "fifo",
+               stat.S_IFSOCK: "socket"}
+
+
+def zip_kind(info: zipfile.ZipInfo) -> str:
+    """'file', 'dir', or what else the entry's Unix mode says it is (a symlink, say)."""
+    fmt = stat.S_IFMT(info.external_attr >> 16)
+    if fmt == stat.S_IFDIR or (fmt in (0, stat.S_IFREG) and info.is_dir()):
+        return "dir"
+    return "file" if fmt in (0, stat.S_IFREG) else OTHER_KINDS.get(fmt, "special file")
+
+
+def tar_kind(member: tarfile.TarInfo) -> str:
+    if member.isreg():
+        return "file"
+    if member.isdir():
+        return "dir"
+    if member.issym():
+        return "symlink"
+    return "hard link" if member.islnk() else "device or fifo"
+
+
+def refuse(file: Path, name: str, why: str) -> InputError:
+    return InputError(f"archive {file.name}: member {name!r} {why}; refusing to extract the archive")
+
+
+def member_path(name: str, kind: str, file: Path) -> PurePosixPath:
+    """The member's path inside the target, after refusing its kind or a name that escapes."""
+    if kind not in ("file", "dir"):
+        raise refuse(file, name, f"is a {kind} (only regular files and folders are extracted)")
+    posix = name.replace("\\", "/")
+    parts = [part for part in posix.split("/") if part not in ("", ".")]
+    if posix.startswith("/") or PureWindowsPath(name).drive or ".." in parts:
+        raise refuse(file, name, "has an unsafe path outside the target folder")
+    if not parts and kind == "file":
+        raise refuse(file, name, "is a file without a name")
+    return PurePosixPath(*parts)
+
+
+def checked(members: list[tuple[str, str, Any]], file: Path) -> list[tuple[PurePosixPath, str, Any]]:
+    """(path, kind, member) for every (name, kind, member), or the refusal of the first bad one.
+
+    Besides kind and name, a path that is both a file and a folder (a file ``a`` and a
+    member ``a/b``) is refused, so writing cannot fail halfway on the archive's account.
+    """
+    plan = [(member_path(name, kind, file), kind, member) for name, kind, member in members]
+    folders = {parent for path, _, _ in plan for parent in path.parents}
+    folders |= {path for path, kind, _ in plan if kind == "dir"}
+    for (path, kind, _), (name, _, _) in zip(plan, members):
+        if kind == "file" and path in folders:
+            raise refuse(file, name, "is a file where other members need a folder")
+    return plan
+
+
+def write(plan: list[tuple[PurePosixPath, str, Any]], out: Path, opener: Callable[[Any], IO[bytes]]) -> None:
+    """Create ``out`` and write the checked members; on any failure remove ``out`` again."""
+    out.mkdir()
+    try:
+        for path, kind, member in plan:
+            target = out / path
+            if kind == "dir":
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with opener(member) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise

@@ -85,8 +85,21 @@ def read_state_file(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the restricted unpickler fails on garbage in many ways
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"weights file {path} cannot be read safely: {first}") from None
+        raise InputError(f"weights file {path} cannot be read safely: {unsafe_reason(exc)}") from None
     if not isinstance(state, dict):
         raise InputError(f"weights file {path} does not hold a state dict")
     return state
+
+
+HEADING = "Weights only load failed"  # torch's first paragraph: how to load the file with pickle's full power
+ADVICE = ("Please file an issue", "Check the documentation of torch.load")
+
+
+def unsafe_reason(exc: Exception) -> str:
+    """What torch.load(weights_only=True) objected to, without its advice to turn that safety off."""
+    text = str(exc).strip()
+    if not text.startswith(HEADING):
+        return text.splitlines()[0] if text else type(exc).__name__
+    lines = [line.split("WeightsUnpickler error:", 1)[-1].strip() for line in text.splitlines()[1:]]
+    reason = next((line for line in lines if line and not line.startswith(ADVICE)), "unsupported content")
+    return f"not a file of plain tensors and values ({reason})"

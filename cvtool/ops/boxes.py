@@ -170,7 +170,11 @@ def multibox_detection(cls_probs: torch.Tensor, offset_preds: torch.Tensor, anch
     keep = batched_nms(boxes[b, a], score[b, a], b * num_cls + cls[b, a], nms_threshold)
     kept = torch.zeros_like(score, dtype=torch.bool)
     kept[b[keep], a[keep]] = True
-    order = torch.sort(score + 2 * kept, dim=1, descending=True, stable=True).indices
+    # Two stable sorts, by score and then kept first: exact, where sorting score + 2 * kept
+    # in float32 would merge scores within ~1e-7 of each other near 1.
+    by_score = torch.sort(score, dim=1, descending=True, stable=True).indices
+    kept_first = torch.sort(kept.gather(1, by_score).to(torch.uint8), dim=1, descending=True, stable=True).indices
+    order = by_score.gather(1, kept_first)
     cls_out = torch.where(kept, cls, torch.full_like(cls, -1)).to(score.dtype)
     rows = torch.cat((cls_out[..., None], score[..., None], boxes), dim=-1)
     return torch.gather(rows, 1, order[..., None].expand(-1, -1, 6))

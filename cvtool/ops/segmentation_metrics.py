@@ -15,10 +15,15 @@ import torch
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(num_classes, num_classes) pixel counts, rows = truth, columns = prediction.
 
-    Target values outside 0..num_classes-1 (void = 255) are not counted.
+    Target values outside 0..num_classes-1 (void = 255) are not counted; a prediction
+    outside that range is a bug upstream (a model with more classes than the data), and
+    counting it would land in another class's cell, so it raises.
     """
     target = target.reshape(-1).long()
     pred = pred.reshape(-1).long()
+    if pred.numel() and bool(((pred < 0) | (pred >= num_classes)).any()):
+        bad = pred[(pred < 0) | (pred >= num_classes)][0].item()
+        raise ValueError(f"prediction class {bad} is outside 0..{num_classes - 1}")
     valid = (target >= 0) & (target < num_classes)
     index = target[valid] * num_classes + pred[valid]
     return torch.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
@@ -62,7 +67,7 @@ def background_only_miou(matrix: torch.Tensor) -> float:
 
 
 class ConfusionMatrix:
-    """Accumulates pixel counts on the tensors' device; no host sync until ``scores``."""
+    """Accumulates pixel counts on the tensors' device; they reach the host only in ``scores``."""
 
     def __init__(self, num_classes: int, device: torch.device | str | None = None) -> None:
         self.num_classes = num_classes
