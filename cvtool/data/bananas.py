@@ -9,6 +9,7 @@ Every label row is checked up front so a bad file fails before training, naming 
 
 from __future__ import annotations
 
+import colorsys
 import csv
 import math
 from dataclasses import dataclass
@@ -211,21 +212,27 @@ class BananaDataset(Dataset):
 
 
 def synthesize(out: str | Path, *, n_train: int = 1000, n_val: int = 100, size: int = 256,
-               seed: int = 0) -> Path:
-    """Write a banana-detection look-alike into ``out`` (bananas_train, bananas_val), real layout."""
+               classes: int = 1, seed: int = 0) -> Path:
+    """Write a banana-detection look-alike into ``out`` (bananas_train, bananas_val), real layout.
+
+    With ``classes`` > 1 each image's banana gets a random label k, shown by its hue.
+    """
     out = Path(out)
     if size < 32:
         raise InputError(f"synthetic bananas need --size >= 32, got {size}")
+    if classes < 1:
+        raise InputError(f"synthetic bananas need --classes >= 1, got {classes}")
     for split, count, stream in (("train", n_train, 0), ("val", n_val, 1)):
         rng = np.random.default_rng([seed, stream])
         split_dir = out / f"bananas_{split}"
         (split_dir / "images").mkdir(parents=True, exist_ok=True)
         rows = []
         for i in range(count):
-            image, box = banana_scene(rng, size)
+            label = int(rng.integers(classes)) if classes > 1 else 0
+            image, box = banana_scene(rng, size, label / classes)
             name = f"{i}.png"
             image.save(split_dir / "images" / name)
-            rows.append((name, 0, *box))
+            rows.append((name, label, *box))
         with (split_dir / "label.csv").open("w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(HEADER)
@@ -233,9 +240,10 @@ def synthesize(out: str | Path, *, n_train: int = 1000, n_val: int = 100, size: 
     return out
 
 
-def banana_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, tuple[int, int, int, int]]:
+def banana_scene(rng: np.random.Generator, size: int,
+                 hue_shift: float = 0.0) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """One banana on a textured background, and its tight pixel box (xmin, ymin, xmax, ymax)."""
-    color, alpha = banana_sprite(rng, size)
+    color, alpha = banana_sprite(rng, size, hue_shift)
     patch = alpha.shape[0]
     rows, cols = np.nonzero(alpha > 0.5)
     # Place the sprite so that its visible part lies wholly inside the image.
@@ -254,8 +262,10 @@ def banana_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, tupl
     return Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8), "RGB"), box
 
 
-def banana_sprite(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+def banana_sprite(rng: np.random.Generator, size: int, hue_shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """A curved, tapered, shaded yellow banana with brown tips, randomly sized and rotated.
+
+    ``hue_shift`` (a fraction of the colour wheel) turns the yellow into another class's colour.
 
     Returns colour (P, P, 3) in [0, 1] and a soft alpha (P, P) on a square patch whose
     centre is the middle of the banana's arc.
@@ -280,6 +290,9 @@ def banana_sprite(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.n
     alpha = np.clip(half_t - np.abs(r - radius) + 0.5, 0, 1) * (np.abs(angle) <= 1)
     green = rng.uniform(0, 0.35)
     base = (1 - green) * np.array([0.98, 0.84, 0.22]) + green * np.array([0.62, 0.78, 0.2])
+    if hue_shift:
+        hue, saturation, value = colorsys.rgb_to_hsv(*base)
+        base = np.array(colorsys.hsv_to_rgb((hue + hue_shift) % 1, saturation, value))
     shade = 0.55 + 0.45 * np.sqrt(np.clip(1 - across**2, 0, 1)) + 0.18 * np.exp(-((across + 0.35) / 0.3) ** 2)
     color = base[None, None] * shade[..., None]
     tip = np.clip((np.abs(angle) - 0.82) / 0.12, 0, 1)[..., None]

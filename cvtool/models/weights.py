@@ -62,22 +62,28 @@ def load_state(arch: str, weights: str) -> tuple[dict, str]:
     except KeyError:
         names = ", ".join(w.name for w in enum)
         raise InputError(f"unknown weights {weights!r} for {arch}; use one of {names}, a file path, or none") from None
-    filename = os.path.basename(entry.url)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    if not cached.is_file():
-        if os.environ.get("CVTOOL_OFFLINE"):
-            raise MissingResource(missing_message(arch, weights, cached, "CVTOOL_OFFLINE is set"))
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(entry.url, str(cached), progress=True)
-        except (URLError, OSError, RuntimeError) as exc:
-            raise MissingResource(missing_message(arch, weights, cached, f"download failed: {exc}")) from None
+    cached = cached_file(arch, weights, entry.url)
     return read_state_file(cached), str(cached)
 
 
-def missing_message(arch: str, weights: str, cached: Path, why: str) -> str:
-    return (f"{arch} weights {weights} are not cached and cannot be fetched ({why}); "
-            f"put the file at {cached}, or set model.weights to a local .pth file or none")
+def cached_file(arch: str, weights: str, url: str,
+                fix: str = "set model.weights to a local .pth file or none") -> Path:
+    """torchvision's cache file for ``url`` under $TORCH_HOME, downloaded when absent; ``fix`` ends the error."""
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    if not cached.is_file():
+        if os.environ.get("CVTOOL_OFFLINE"):
+            raise MissingResource(missing_message(arch, weights, cached, "CVTOOL_OFFLINE is set", fix))
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(cached), progress=True)
+        except (URLError, OSError, RuntimeError) as exc:
+            raise MissingResource(missing_message(arch, weights, cached, f"download failed: {exc}", fix)) from None
+    return cached
+
+
+def missing_message(arch: str, weights: str, cached: Path, why: str,
+                    fix: str = "set model.weights to a local .pth file or none") -> str:
+    return f"{arch} weights {weights} are not cached and cannot be fetched ({why}); put the file at {cached}, or {fix}"
 
 
 def read_state_file(path: Path) -> dict:
