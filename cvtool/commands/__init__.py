@@ -1,5 +1,5 @@
 """The CLI's commands, one module per group; each has ``register(app)``.
 
 ``train`` generates one command per registered trainable task; ``predict``, ``evaluate``,
-``config``, ``data`` and ``stylize`` read what they need from cvtool.tasks.registry.
+``config``, ``data``, ``stylize`` and ``export`` read what they need from cvtool.tasks.registry.
 """

@@ -1,0 +1,207 @@
+"""``cvtool export``: a checkpoint to a checked ONNX or TorchScript model and its JSON."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import cvtool
+from cvtool import config as cfglib
+from cvtool import tasks
+from cvtool.engine import checkpoint
+from cvtool.errors import CvtoolError, InputError
+from cvtool.export import check, graphs, runtime, writer
+
+
+class Mismatch(CvtoolError):
+    """The export does not give the checkpoint's answers (exit 1); nothing was kept."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, report: dict[str, Any]):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class Request:
+    checkpoint: Path
+    format: str = "onnx"
+    out: Path | None = None
+    opset: int | None = None
+    dynamic_batch: bool = True
+    image_size: tuple[int, int] | None = None
+    half: bool = False
+    check: bool = True
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    parts = text.replace("x", ",").split(",")
+    try:
+        h, w = (int(p) for p in parts) if len(parts) == 2 else (int(parts[0]),) * 2
+    except ValueError:
+        raise InputError(f"--image-size must be H,W (or one number), got {text!r}") from None
+    if h < 1 or w < 1:
+        raise InputError(f"--image-size must be positive, got {text!r}")
+    return h, w
+
+
+def refuse_stylize(path: Path) -> None:
+    """A stylize run optimises an image, not a network: say so rather than "not a checkpoint"."""
+    folder = path if path.is_dir() else path.parent
+    try:
+        argv = json.loads((folder / "env.json").read_text(encoding="utf-8")).get("argv", [])
+    except (OSError, ValueError, AttributeError):
+        argv = []
+    if "stylize" in argv[1:2]:
+        raise InputError(f"{path} is a stylize run: stylize has no network to export (it optimises an image)")
+    if path.is_dir():
+        raise InputError(f"--checkpoint {path} is a folder; give a checkpoint file, e.g. {path}/checkpoints/best.pt")
+
+
+def class_names(command: str, cfg: Any, metadata: dict[str, Any]) -> list[str]:
+    if metadata.get("classes"):
+        return [str(c) for c in metadata["classes"]]
+    if command == "train-ssd":
+        return list(cfg.data.classes)
+    if command == "train-fcn":
+        from cvtool.tasks import fcn
+
+        return fcn.class_names(cfg.model.num_classes)
+    return [str(k) for k in range(cfg.model.num_classes)]
+
+
+def resized_config(command: str, config: dict, metadata: dict, size: tuple[int, int]) -> tuple[dict, dict]:
+    """The checkpoint's config and metadata as predict must read them to feed a graph of ``size``."""
+    config, metadata = copy.deepcopy(config), copy.deepcopy(metadata)
+    data = config.setdefault("data", {})
+    if command in ("finetune-hotdog", "train-dog") and data.get("image_size") != size[0]:
+        data["resize"] = round(data["resize"] * size[0] / data["image_size"])
+        data["image_size"] = size[0]
+    if command == "train-ssd":
+        data["image_size"] = metadata["image_size"] = size[0]
+    return config, metadata
+
+
+def targets(req: Request, command: str) -> tuple[Path, Path, bool]:
+    """The model and JSON paths, and whether their folder is new (removed again on failure)."""
+    folder = req.out
+    if folder is None:
+        parent = req.checkpoint.resolve().parent
+        folder = (parent.parent if parent.name == "checkpoints" else parent) / "export"
+    model = folder / f"{command}{writer.EXTENSIONS[req.format]}"
+    for path in (model, runtime.meta_path(model)):
+        if path.exists():
+            raise InputError(f"{path} already exists; remove it or pass another --out DIR")
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = writer.temp_name(model)
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"cannot write to --out {folder}: {exc.strerror or exc}") from None
+    return model, runtime.meta_path(model), created
+
+
+def load_graph(req: Request) -> tuple[graphs.Graph, dict[str, Any], Any]:
+    refuse_stylize(req.checkpoint)
+    ckpt = checkpoint.load(req.checkpoint)
+    command = ckpt["task"]
+    if command in graphs.NO_NETWORK:
+        raise InputError(f"checkpoint {req.checkpoint} is from stylize: stylize has no network to export")
+    if command not in graphs.FAMILIES:
+        raise InputError(f"cvtool {cvtool.__version__} cannot export {command} checkpoints yet")
+    module = tasks.module(command)
+    cfg = cfglib.from_dict(module.Config, ckpt["config"])
+    size = req.image_size or graphs.default_size(command, cfg)
+    graphs.check_size(command, size)
+    net = module.build_model(cfg)
+    try:
+        net.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise InputError(f"checkpoint {req.checkpoint} does not fit {command}'s model: "
+                         f"{checkpoint.mismatch(exc)}") from None
+    classes = class_names(command, cfg, ckpt.get("metadata", {}))
+    return graphs.build(command, net.eval(), cfg, classes, size, req.half), ckpt, cfg
+
+
+def describe(graph: graphs.Graph, req: Request, ckpt: dict[str, Any], opset: int | None,
+             model: Path, report: dict[str, Any] | None) -> dict[str, Any]:
+    config, metadata = resized_config(graph.command, ckpt["config"], ckpt.get("metadata", {}), graph.size)
+    h, w = ("height", "width") if graph.dynamic_size else graph.size
+    return {
+        "format": runtime.META_FORMAT, "task": graph.command, "family": graph.family,
+        "model_file": model.name, "model_format": req.format, "opset": opset,
+        "cvtool_version": cvtool.__version__, "torch_version": torch.__version__,
+        "checkpoint": {"path": str(req.checkpoint), "sha256": writer.sha256(req.checkpoint),
+                       "epoch": ckpt.get("epoch")},
+        "classes": graph.classes,
+        "input": {"name": "images", "dtype": "float32", "shape": ["batch" if req.dynamic_batch else 1, 3, h, w],
+                  "layout": "NCHW", "colour_order": "RGB", "range": [0, 1], "size": list(graph.size),
+                  "mean": graph.mean, "std": graph.std,
+                  "normalisation": "inside the graph: (images - mean) / std; feed plain RGB pixels / 255"},
+        "outputs": graph.outputs, "dynamic_batch": req.dynamic_batch or req.format == "torchscript",
+        "dynamic_size": graph.dynamic_size, "half": req.half, "check": report,
+        "config": config, "metadata": metadata,
+    }
+
+
+def export(req: Request) -> dict[str, Any]:
+    if req.format not in writer.EXTENSIONS:
+        raise InputError(f"--format must be onnx or torchscript, got {req.format!r}")
+    opset = writer.check_opset(req.opset, req.format)
+    graph, ckpt, cfg = load_graph(req)
+    if req.format == "onnx" and req.check:
+        runtime.onnxruntime()  # missing -> exit 3 before anything is written
+    model, meta, created = targets(req, graph.command)
+    tmp_model, tmp_meta = writer.temp_name(model), writer.temp_name(meta)
+    try:
+        if req.format == "onnx":
+            writer.write_onnx(graph, tmp_model, opset, req.dynamic_batch)
+        else:
+            writer.write_torchscript(graph, tmp_model)
+        report = None
+        if req.check:
+            run = runtime.Runner(tmp_model, req.format)
+            batch = 3 if req.dynamic_batch or req.format == "torchscript" else 1
+            report = check.verify(graph, run, getattr(cfg.data, "root", None), batch, req.half)
+            if not report["ok"]:
+                raise Mismatch(f"the exported {graph.command} model does not give the checkpoint's answers "
+                               f"({summary(report)}); nothing was written", report)
+        tmp_meta.write_text(json.dumps(describe(graph, req, ckpt, opset, model, report), indent=2) + "\n",
+                            encoding="utf-8")
+        os.replace(tmp_model, model)
+        os.replace(tmp_meta, meta)
+    except OSError as exc:
+        raise InputError(f"cannot write the export to {model.parent}: {exc.strerror or exc}") from None
+    finally:
+        tmp_model.unlink(missing_ok=True)
+        tmp_meta.unlink(missing_ok=True)
+        if created and not model.exists() and not any(model.parent.iterdir()):
+            model.parent.rmdir()
+    return {"status": "ok", "task": graph.command, "format": req.format, "model": str(model), "meta": str(meta),
+            "opset": opset, "size": list(graph.size), "half": req.half, "bytes": model.stat().st_size,
+            "check": report}
+
+
+def summary(report: dict[str, Any] | None) -> str:
+    """The parity numbers in one line."""
+    if report is None:
+        return "not checked (--no-check)"
+    head = f"{report['images']} images ({report['source']})"
+    if "top1_identical" in report:
+        top1 = "identical" if report["top1_identical"] else f"differs on {report['top1_differing']} images"
+        return (f"{head}: max |dprob| {report['max_abs_diff']:.2e} (tolerance {report['tolerance']:.0e}), "
+                f"top-1 {top1}")
+    if "masks_identical" in report:
+        return (f"{head}: argmax masks {'identical' if report['masks_identical'] else 'differ'} "
+                f"({report['pixels_differing']} of {report['pixels']} pixels differ)")
+    return (f"{head}: {report['detections']} detections, {report['unmatched']} unmatched, max |dscore| "
+            f"{report['max_abs_score_diff']:.2e} (tolerance {report['tolerance']:.0e})")

@@ -1,0 +1,197 @@
+"""What an exported graph computes, per task family, from a raw image batch.
+
+Every graph takes float32 RGB images in [0, 1], NCHW, and does the task's normalisation
+itself, so a program using it needs no cvtool and no mean/std of its own. Each family
+also has a ``reference``: the checkpoint's own eager path (the task module's functions),
+which the export is checked against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import nms
+
+from cvtool.errors import InputError
+from cvtool.ops.boxes import offset_inverse
+
+CLASSIFIERS = ("finetune-hotdog", "train-cifar", "train-dog")
+FAMILIES = {**{name: "classifier" for name in CLASSIFIERS}, "train-fcn": "segmenter", "train-ssd": "detector"}
+NO_NETWORK = ("stylize",)
+# NMS sees boxes clipped to this many image sizes around the image, so that one wild box
+# cannot stretch the class offsets (and cost every other box its float32 precision).
+NMS_REACH = 8
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std in float32, then the network's dtype."""
+
+    def __init__(self, mean: list[float], std: list[float], dtype: torch.dtype):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean) / self.std).to(self.dtype)
+
+
+class Classifier(nn.Module):
+    """images -> probabilities (N, classes)."""
+
+    def __init__(self, net: nn.Module, norm: Normalize):
+        super().__init__()
+        self.net, self.norm = net, norm
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(self.norm(images)).float().softmax(1)
+
+
+class Segmenter(nn.Module):
+    """images -> class index of every pixel (N, H, W) at the input's size."""
+
+    def __init__(self, net: nn.Module, norm: Normalize):
+        super().__init__()
+        self.net, self.norm = net, norm
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(self.norm(images)).float().argmax(1)
+
+
+class Detector(nn.Module):
+    """images -> boxes (N, A, 4) in input pixels, scores (N, A), labels (N, A).
+
+    The decoding and per-class NMS of cvtool.ops.boxes.multibox_detection, written with
+    ops the ONNX exporter translates: ``torchvision.ops.nms`` over boxes shifted apart per
+    image and class (batched_nms' own trick, which it picks data-dependently; boxes are
+    clipped to NMS_REACH for it) and ``topk`` for the order.
+    Kept detections come first by descending score; the rest have label -1.
+    """
+
+    def __init__(self, net: nn.Module, norm: Normalize, size: tuple[int, int], nms_threshold: float,
+                 min_score: float):
+        super().__init__()
+        self.net, self.norm = net, norm
+        self.register_buffer("anchors", net.anchors_for(*size), persistent=False)
+        self.register_buffer("scale", torch.tensor([size[1], size[0]] * 2, dtype=torch.float32), persistent=False)
+        self.nms_threshold, self.min_score = nms_threshold, min_score
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        _, cls_preds, bbox_preds = self.net(self.norm(images))
+        probs = F.softmax(cls_preds.float(), dim=2)
+        batch, count, classes = probs.shape
+        boxes = offset_inverse(self.anchors, bbox_preds.float().reshape(batch, count, 4))
+        score, label = probs[..., 1:].max(dim=2)
+        b, a = (score >= self.min_score).nonzero(as_tuple=True)
+        group = (b * classes + label[b, a]).to(boxes.dtype)
+        spread = boxes[b, a].clamp(-NMS_REACH, NMS_REACH + 1) + (group * (2 * NMS_REACH + 2))[:, None]
+        keep = nms(spread, score[b, a], self.nms_threshold)
+        kept = torch.zeros_like(score, dtype=torch.bool)
+        kept[b[keep], a[keep]] = True
+        order = torch.topk(score + 2 * kept.to(score.dtype), count, dim=1).indices
+        labels = torch.where(kept, label, torch.full_like(label, -1))
+        return (boxes.gather(1, order[..., None].expand(-1, -1, 4)) * self.scale,
+                score.gather(1, order), labels.gather(1, order))
+
+
+@dataclass
+class Graph:
+    """One task's export: the module to trace, its input and outputs, and the checkpoint's own path."""
+
+    command: str
+    family: str
+    module: nn.Module
+    size: tuple[int, int]
+    mean: list[float]
+    std: list[float]
+    dynamic_size: bool
+    outputs: list[dict[str, Any]]
+    reference: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]  # segmenter: its logits
+    classes: list[str]
+
+
+def normalisation(command: str, cfg: Any) -> tuple[list[float], list[float]]:
+    """The mean/std that turn [0, 1] pixels into what the task's network was trained on."""
+    if command == "train-fcn":
+        from cvtool.tasks import fcn
+
+        return list(fcn.MEAN), list(fcn.STD)
+    if command == "train-ssd":  # TinySSD sees raw 0..255 pixels: (x - 0) / (1/255)
+        return [0.0] * 3, [1 / 255] * 3
+    return list(cfg.data.mean), list(cfg.data.std)
+
+
+def default_size(command: str, cfg: Any) -> tuple[int, int]:
+    if command == "train-fcn":
+        return tuple(cfg.data.crop_size)
+    if command == "train-cifar":
+        return 32, 32
+    return cfg.data.image_size, cfg.data.image_size
+
+
+def check_size(command: str, size: tuple[int, int]) -> None:
+    """Sizes the task's predict can feed the graph (it resizes classifier/detector inputs to a square)."""
+    if command == "train-cifar" and size != (32, 32):
+        raise InputError("train-cifar's predict squashes every picture to 32x32; --image-size must be 32,32")
+    if command in ("finetune-hotdog", "train-dog", "train-ssd") and size[0] != size[1]:
+        raise InputError(f"{command} predicts on square inputs; --image-size must be N,N, got {size[0]},{size[1]}")
+    if command == "train-ssd" and size[0] < 64:
+        raise InputError(f"TinySSD needs inputs of at least 64x64, got --image-size {size[0]},{size[1]}")
+
+
+def build(command: str, net: nn.Module, cfg: Any, classes: list[str], size: tuple[int, int],
+          half: bool) -> Graph:
+    """The export graph of ``net`` (loaded, eval mode, fp32) and its reference path."""
+    family = FAMILIES[command]
+    mean, std = normalisation(command, cfg)
+    dtype = torch.float16 if half else torch.float32
+    traced = (_copy_half(net) if half else net).eval()
+    norm = Normalize(mean, std, dtype)
+    exact = Normalize(mean, std, torch.float32)
+    if family == "classifier":
+        module: nn.Module = Classifier(traced, norm)
+        ref = Classifier(net, exact)
+        outputs = [{"name": "probabilities", "dtype": "float32", "shape": ["batch", len(classes)],
+                    "meaning": "softmax over the classes, in the order of `classes`"}]
+        return Graph(command, family, module.eval(), size, mean, std, False, outputs,
+                     lambda x: (ref(x),), classes)
+    if family == "segmenter":
+        from cvtool.tasks import fcn
+
+        module = Segmenter(traced, norm)
+        outputs = [{"name": "classes", "dtype": "int64", "shape": ["batch", "height", "width"],
+                    "meaning": "class index of every pixel (index into `classes`), at the input's size"}]
+        return Graph(command, family, module.eval(), size, mean, std, True, outputs,
+                     lambda x: (net(fcn.to_input(x * 255)),), classes)
+    from cvtool.tasks import ssd
+
+    d = cfg.detect
+    module = Detector(traced, norm, size, d.nms_threshold, d.min_score)
+    outputs = [
+        {"name": "boxes", "dtype": "float32", "shape": ["batch", "anchors", 4],
+         "meaning": "x1, y1, x2, y2 in pixels of the input image; kept detections first, best first"},
+        {"name": "scores", "dtype": "float32", "shape": ["batch", "anchors"],
+         "meaning": "probability of the box's best object class"},
+        {"name": "labels", "dtype": "int64", "shape": ["batch", "anchors"],
+         "meaning": f"index into `classes`; -1 = not a detection (scored under {d.min_score} or suppressed "
+                    f"by NMS at IoU {d.nms_threshold})"},
+    ]
+
+    def reference(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        anchors, cls_preds, bbox_preds = net(x * 255)
+        rows = ssd.detect(cls_preds, bbox_preds, anchors, d)
+        scale = torch.tensor([size[1], size[0]] * 2, dtype=torch.float32)
+        return rows[..., 2:] * scale, rows[..., 1], rows[..., 0].long()
+
+    return Graph(command, family, module.eval(), size, mean, std, False, outputs, reference, classes)
+
+
+def _copy_half(net: nn.Module) -> nn.Module:
+    """An fp16 copy (BatchNorm included); the checkpoint's fp32 model stays the reference."""
+    import copy
+
+    return copy.deepcopy(net).half()
