@@ -16,7 +16,9 @@ from cvtool.tasks.registry import TaskSpec
 
 
 def predict(
-    checkpoint_path: Path = typer.Option(..., "--checkpoint", help="A checkpoint written by a train command."),
+    checkpoint_path: Path = typer.Option(..., "--checkpoint",
+                                         help="A checkpoint written by a train command, or an exported .onnx / "
+                                              ".torchscript model."),
     images: list[Path] = typer.Argument(None, help="Images (or folders of images) to run the model on."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for pictures or files the task writes."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Detection score threshold."),
@@ -24,14 +26,16 @@ def predict(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON list."),
 ) -> None:
-    """Run a trained checkpoint on images (the checkpoint says which task it is)."""
+    """Run a trained checkpoint, or a model `cvtool export` wrote, on images (it says which task it is)."""
     from cvtool.engine import checkpoint, runtime
+    from cvtool.export import predict as exported
 
-    ckpt = checkpoint.load(checkpoint_path)
-    spec = registry.get(ckpt["task"])
+    loaded = exported.load(checkpoint_path, device) if exported.is_export(checkpoint_path) else None
+    ckpt = checkpoint.load(checkpoint_path) if loaded is None else {}
+    spec = registry.get(ckpt["task"]) if loaded is None else loaded.spec
     if spec.predict is None or spec.build_model is None:
         raise InputError(f"checkpoint {checkpoint_path} is from {spec.command}, which has no predict")
-    cfg = cfglib.from_dict(spec.config, ckpt["config"])
+    cfg = cfglib.from_dict(spec.config, ckpt["config"]) if loaded is None else loaded.config
     if not images and kaggle_test is None:
         raise InputError("give at least one IMAGE (or --kaggle-test DIR)")
     if kaggle_test is not None:
@@ -44,13 +48,17 @@ def predict(
     if threshold is not None:
         check_option(spec, checkpoint_path, "threshold")
     images = expand_images(images or [])
-    dev = runtime.select_device(device)
-    model = spec.build_model(cfg)
-    load_weights(model, ckpt, checkpoint_path)
+    if loaded is None:
+        dev = runtime.select_device(device)
+        model = spec.build_model(cfg)
+        load_weights(model, ckpt, checkpoint_path)
+        metadata = ckpt.get("metadata", {})
+    else:  # the export runs itself (ONNX Runtime places itself); its torch side stays on the CPU
+        dev, model, metadata = runtime.select_device("cpu"), loaded.model, loaded.metadata
     model.to(dev).eval()
     options = {k: v for k, v in {"out": out, "threshold": threshold, "kaggle_test": kaggle_test}.items()
                if v is not None}
-    results = spec.predict(model, cfg, ckpt.get("metadata", {}), images, dev, options)
+    results = spec.predict(model, cfg, metadata, images, dev, options)
     if as_json:
         emit(results, True)
         return

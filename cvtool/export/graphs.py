@@ -171,12 +171,13 @@ def build(command: str, net: nn.Module, cfg: Any, classes: list[str], size: tupl
 
     d = cfg.detect
     module = Detector(traced, norm, size, d.nms_threshold, d.min_score)
+    count = module.anchors.shape[1]  # one row per anchor: the graph's output size is fixed
     outputs = [
-        {"name": "boxes", "dtype": "float32", "shape": ["batch", "anchors", 4],
+        {"name": "boxes", "dtype": "float32", "shape": ["batch", count, 4],
          "meaning": "x1, y1, x2, y2 in pixels of the input image; kept detections first, best first"},
-        {"name": "scores", "dtype": "float32", "shape": ["batch", "anchors"],
+        {"name": "scores", "dtype": "float32", "shape": ["batch", count],
          "meaning": "probability of the box's best object class"},
-        {"name": "labels", "dtype": "int64", "shape": ["batch", "anchors"],
+        {"name": "labels", "dtype": "int64", "shape": ["batch", count],
          "meaning": f"index into `classes`; -1 = not a detection (scored under {d.min_score} or suppressed "
                     f"by NMS at IoU {d.nms_threshold})"},
     ]

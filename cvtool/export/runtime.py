@@ -7,6 +7,7 @@ treat the two formats alike.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,9 @@ class Runner:
             self.input = self.session.get_inputs()[0].name
         else:
             try:
-                self.module = torch.jit.load(str(path), map_location="cpu").eval()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
+                    self.module = torch.jit.load(str(path), map_location="cpu").eval()
             except Exception as exc:  # noqa: BLE001 - torch.jit.load fails on garbage in many ways
                 raise InputError(f"cannot load TorchScript {path}: {str(exc).strip().splitlines()[0]}") from None
 

@@ -53,7 +53,8 @@ def temp_name(target: Path) -> Path:
 @contextlib.contextmanager
 def quiet():
     """torch.onnx prints progress and both exporters warn about things checked here anyway."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         yield
 
@@ -97,7 +98,8 @@ def write_torchscript(graph: Graph, path: Path) -> None:
             traced = torch.jit.trace(graph.module, (example(graph, True),), check_trace=False)
     except Exception as exc:  # noqa: BLE001
         raise CvtoolError(f"torch.jit.trace could not trace {graph.command}: {first_line(exc)}") from None
-    torch.jit.save(traced, str(path))
+    with quiet():
+        torch.jit.save(traced, str(path))
 
 
 def first_line(exc: BaseException) -> str:

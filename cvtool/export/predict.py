@@ -1,0 +1,102 @@
+"""``cvtool predict`` on an exported model: the task's own predict, the export in place of the network.
+
+Each adapter below is an ``nn.Module`` that takes what the task's predict feeds its network
+and returns what the task then decodes, computed from the export's outputs: log
+probabilities for classifiers, one-hot scores for FCN and, for TinySSD, heads whose
+decoding is the identity on the export's final detections (anchors = the boxes, zero
+offsets, a two-way softmax giving back each score). NMS run again over detections that
+already survived it keeps them all, so the printed results, pictures and JSON are the task's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cvtool import config as cfglib
+from cvtool import tasks
+from cvtool.errors import InputError
+from cvtool.export import runtime
+
+TINY = torch.finfo(torch.float32).tiny
+
+
+class _Adapter(nn.Module):
+    def __init__(self, run: runtime.Runner, meta: dict[str, Any]):
+        super().__init__()
+        self.run = run
+        self.register_buffer("mean", torch.tensor(meta["input"]["mean"]).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(meta["input"]["std"]).view(1, -1, 1, 1))
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        """The task's normalised input back to the export's [0, 1] pixels."""
+        return x.float().cpu() * self.std + self.mean
+
+
+class Probabilities(_Adapter):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(self.images(x))[0].clamp_min(TINY).log().to(x.device)
+
+
+class Masks(_Adapter):
+    def __init__(self, run: runtime.Runner, meta: dict[str, Any]):
+        super().__init__(run, meta)
+        self.classes = len(meta["classes"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        indices = self.run(self.images(x))[0].long()
+        return F.one_hot(indices, self.classes).permute(0, 3, 1, 2).float().to(x.device)
+
+
+class Detections(_Adapter):
+    def __init__(self, run: runtime.Runner, meta: dict[str, Any]):
+        super().__init__(run, meta)
+        h, w = meta["input"]["size"]
+        self.register_buffer("scale", torch.tensor([w, h, w, h], dtype=torch.float32))
+        self.classes = len(meta["classes"])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if x.shape[0] != 1:
+            raise InputError("an exported detector is run one image at a time here")
+        boxes, scores, labels = self.run(self.images(x))
+        kept = labels[0] >= 0
+        probs = torch.zeros(boxes.shape[1], self.classes + 1)
+        probs[:, 0] = 1.0
+        rows = kept.nonzero()[:, 0]
+        probs[rows, 0] = 1 - scores[0, rows]
+        probs[rows, labels[0, rows] + 1] = scores[0, rows]
+        anchors = boxes[0] / self.scale
+        return (anchors[None].to(x.device), probs.clamp_min(TINY).log()[None].to(x.device),
+                torch.zeros(1, boxes.shape[1] * 4, device=x.device))
+
+
+ADAPTERS = {"classifier": Probabilities, "segmenter": Masks, "detector": Detections}
+
+
+@dataclass
+class Loaded:
+    """What ``cvtool predict`` needs, read from an export instead of a checkpoint."""
+
+    command: str
+    config: Any
+    metadata: dict[str, Any]
+    model: nn.Module
+
+
+def load(path: Path, device: str = "cpu") -> Loaded:
+    fmt = runtime.format_of(path)
+    if fmt is None:
+        raise InputError(f"{path} is not an exported model (.onnx or .torchscript)")
+    meta = runtime.read_meta(path)
+    command = meta["task"]
+    module = tasks.module(command)
+    config = cfglib.from_dict(module.Config, meta["config"])
+    if meta.get("family") not in ADAPTERS:
+        raise InputError(f"{runtime.meta_path(path)} names an unknown model family {meta.get('family')!r}")
+    model = ADAPTERS[meta["family"]](runtime.Runner(path, fmt, device), meta)
+    return Loaded(command, config, meta.get("metadata", {}), model)
