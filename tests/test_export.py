@@ -119,7 +119,7 @@ def test_predict_from_an_export_equals_predict_from_the_checkpoint(exports, chec
     pictures = {
         "train-ssd": sorted((roots["bananas"] / "bananas_val" / "images").iterdir())[:3],
         "train-fcn": sorted((roots["voc"] / "VOC2012" / "JPEGImages").iterdir())[:2],
-        "finetune-hotdog": [roots["hotdog"] / "test"],
+        "finetune-hotdog": [roots["hotdog"] / "test" / "hotdog"],
         "train-dog": sorted((roots["dogs"] / "test").iterdir())[:2],
     }
     for command, images in pictures.items():

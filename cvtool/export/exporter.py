@@ -56,10 +56,11 @@ def refuse_stylize(path: Path) -> None:
     """A stylize run optimises an image, not a network: say so rather than "not a checkpoint"."""
     folder = path if path.is_dir() else path.parent
     try:
-        argv = json.loads((folder / "env.json").read_text(encoding="utf-8")).get("argv", [])
-    except (OSError, ValueError, AttributeError):
-        argv = []
-    if "stylize" in argv[1:2]:
+        cfglib.load(tasks.module("stylize").Config, folder / "config.yaml")
+        stylized = True
+    except CvtoolError:
+        stylized = False
+    if stylized:
         raise InputError(f"{path} is a stylize run: stylize has no network to export (it optimises an image)")
     if path.is_dir():
         raise InputError(f"--checkpoint {path} is a folder; give a checkpoint file, e.g. {path}/checkpoints/best.pt")
