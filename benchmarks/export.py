@@ -23,8 +23,8 @@ from typing import Any, Callable
 import torch
 
 from cvtool import config as cfglib
-from cvtool import tasks
 from cvtool.export import graphs, runtime, writer
+from cvtool.tasks import registry
 
 TASKS = ("finetune-hotdog", "train-ssd", "train-fcn", "train-cifar", "train-dog")
 QUICK = {
@@ -48,11 +48,11 @@ def median_ms(fn: Callable[[], Any], warmup: int, repeat: int) -> float:
 
 
 def graph_for(command: str, quick: bool) -> graphs.Graph:
-    module = tasks.module(command)
-    cfg = cfglib.from_dict(module.Config, QUICK[command] if quick else {})
-    net = module.build_model(cfg).eval()
+    spec = registry.get(command)
+    cfg = cfglib.from_dict(spec.config, QUICK[command] if quick else {})
+    net = spec.build_model(cfg).eval()
     classes = [str(k) for k in range(cfg.model.num_classes)]
-    return graphs.build(command, net, cfg, classes, graphs.default_size(command, cfg), half=False)
+    return graphs.build(spec, net, cfg, classes, graphs.default_size(spec, cfg), half=False)
 
 
 def measure(command: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:

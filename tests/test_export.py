@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from cvtool.cli import main
-from cvtool.data import bananas, hotdog, kaggle, voc
+from cvtool.data import bananas, hotdog, kaggle_synth, voc
 from cvtool.engine import checkpoint
 from cvtool.export import check, exporter, runtime
 
@@ -50,8 +50,8 @@ def roots(tmp_path_factory) -> dict[str, Path]:
         "bananas": bananas.synthesize(base / "bananas", n_train=16, n_val=4, size=64, seed=3),
         "voc": voc.synthesize(base / "VOCdevkit", n_train=4, n_val=3, size=48, classes=3),
         "hotdog": hotdog.synthesize(base / "hotdog", n=4, size=40, seed=3),
-        "cifar": kaggle.synthesize_cifar(base / "cifar", n_train=40, n_test=4, seed=4),
-        "dogs": kaggle.synthesize_dogs(base / "dogs", n_train=12, n_test=2, classes=3, seed=5),
+        "cifar": kaggle_synth.synthesize_cifar(base / "cifar", n_train=40, n_test=4, seed=4),
+        "dogs": kaggle_synth.synthesize_dogs(base / "dogs", n_train=12, n_test=2, classes=3, seed=5),
     }
 
 

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-
-def register(app: typer.Typer) -> None:
-    app.command("export")(export)
+from cvtool.commands.common import JSON_HELP, emit
 
 
 def export(
@@ -27,7 +23,7 @@ def export(
     half: bool = typer.Option(False, "--half", help="fp16 weights and activations (input and outputs stay fp32)."),
     check: bool = typer.Option(True, "--check/--no-check",
                                help="Run the export against the checkpoint before keeping it."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON result object on stdout."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Export a checkpoint to ONNX or TorchScript and prove it gives the checkpoint's answers."""
     from cvtool.export import exporter
@@ -38,13 +34,16 @@ def export(
     try:
         result = exporter.export(request)
     except exporter.Mismatch as exc:
-        if as_json:
-            sys.stdout.write(json.dumps({"status": "mismatch", "error": str(exc), "check": exc.report}) + "\n")
+        emit({"status": "mismatch", "error": str(exc), "check": exc.report}, as_json)
         raise
     if as_json:
-        sys.stdout.write(json.dumps(result) + "\n")
+        emit(result, True)
         return
     opset = f", opset {result['opset']}" if result["opset"] else ""
     typer.echo(f"{result['task']}: wrote {result['model']} ({result['bytes'] / 1e6:.1f} MB{opset}) "
                f"and {Path(result['meta']).name}")
     typer.echo(f"check: {exporter.summary(result['check'])}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)

@@ -65,9 +65,9 @@ def sample(root: str | None, size: tuple[int, int], count: int = 6, seed: int = 
 
 def compare(graph: Graph, ref: tuple[torch.Tensor, ...], got: tuple[torch.Tensor, ...], half: bool) -> dict[str, Any]:
     tol = TOLERANCE[half]
-    if graph.family == "detector":
+    if graph.family == "detect":
         return _compare_detections(ref, got, graph.module.min_score, tol, BOX_TOLERANCE[half])
-    if graph.family == "classifier":
+    if graph.family == "classify":
         probs, out = ref[0].float(), got[0].float()
         top2 = probs.topk(min(2, probs.shape[1]), dim=1).values
         firm = (top2[:, 0] - top2[:, -1]) > 2 * tol
@@ -139,7 +139,7 @@ def verify(graph: Graph, run: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
 
 def _reference(graph: Graph, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     out = graph.reference(x)
-    if graph.family != "segmenter":
+    if graph.family != "segment":
         return tuple(t.float() if t.is_floating_point() else t for t in out)
     logits = out[0].float()
     top2 = logits.topk(2, dim=1).values

@@ -13,10 +13,11 @@ import torch
 
 import cvtool
 from cvtool import config as cfglib
-from cvtool import tasks
 from cvtool.engine import checkpoint
 from cvtool.errors import CvtoolError, InputError
 from cvtool.export import check, graphs, runtime, writer
+from cvtool.tasks import registry
+from cvtool.tasks.registry import TaskSpec
 
 
 class Mismatch(CvtoolError):
@@ -55,38 +56,43 @@ def parse_size(text: str) -> tuple[int, int]:
 def refuse_stylize(path: Path) -> None:
     """A stylize run optimises an image, not a network: say so rather than "not a checkpoint"."""
     folder = path if path.is_dir() else path.parent
-    try:
-        cfglib.load(tasks.module("stylize").Config, folder / "config.yaml")
-        stylized = True
-    except CvtoolError:
-        stylized = False
-    if stylized:
-        raise InputError(f"{path} is a stylize run: stylize has no network to export (it optimises an image)")
+    for spec in registry.specs():
+        if spec.family != "stylize":
+            continue
+        try:
+            cfglib.load(spec.config, folder / "config.yaml")
+        except CvtoolError:
+            continue
+        raise InputError(f"{path} is a {spec.command} run: {spec.command} has no network to export "
+                         f"(it optimises an image)")
     if path.is_dir():
         raise InputError(f"--checkpoint {path} is a folder; give a checkpoint file, e.g. {path}/checkpoints/best.pt")
 
 
-def class_names(command: str, cfg: Any, metadata: dict[str, Any]) -> list[str]:
+def class_names(spec: TaskSpec, cfg: Any, metadata: dict[str, Any]) -> list[str]:
     if metadata.get("classes"):
         return [str(c) for c in metadata["classes"]]
-    if command == "train-ssd":
-        return list(cfg.data.classes)
-    if command == "train-fcn":
-        from cvtool.tasks import fcn
-
-        return fcn.class_names(cfg.model.num_classes)
-    return [str(k) for k in range(cfg.model.num_classes)]
+    if getattr(cfg.data, "classes", None):
+        return [str(c) for c in cfg.data.classes]
+    names = getattr(graphs.task_module(spec), "class_names", None)
+    return list(names(cfg.model.num_classes)) if callable(names) else [str(k) for k in range(cfg.model.num_classes)]
 
 
-def resized_config(command: str, config: dict, metadata: dict, size: tuple[int, int]) -> tuple[dict, dict]:
-    """The checkpoint's config and metadata as predict must read them to feed a graph of ``size``."""
+def resized_config(spec: TaskSpec, config: dict, metadata: dict, size: tuple[int, int]) -> tuple[dict, dict]:
+    """The checkpoint's config and metadata as predict must read them to feed a graph of ``size``
+    (checked against the task's config: a size it cannot train at is refused)."""
     config, metadata = copy.deepcopy(config), copy.deepcopy(metadata)
     data = config.setdefault("data", {})
-    if command in ("finetune-hotdog", "train-dog") and data.get("image_size") != size[0]:
-        data["resize"] = round(data["resize"] * size[0] / data["image_size"])
+    if spec.family in ("classify", "detect") and "image_size" in data and data["image_size"] != size[0]:
+        if "resize" in data:  # keep the test view's resize : crop ratio
+            data["resize"] = round(data["resize"] * size[0] / data["image_size"])
         data["image_size"] = size[0]
-    if command == "train-ssd":
-        data["image_size"] = metadata["image_size"] = size[0]
+        if "image_size" in metadata:
+            metadata["image_size"] = size[0]
+    try:
+        cfglib.from_dict(spec.config, config)
+    except CvtoolError as exc:
+        raise InputError(f"--image-size {size[0]},{size[1]} does not fit {spec.command}: {exc}") from None
     return config, metadata
 
 
@@ -114,28 +120,26 @@ def targets(req: Request, command: str) -> tuple[Path, Path, bool]:
 def load_graph(req: Request) -> tuple[graphs.Graph, dict[str, Any], Any]:
     refuse_stylize(req.checkpoint)
     ckpt = checkpoint.load(req.checkpoint)
-    command = ckpt["task"]
-    if command in graphs.NO_NETWORK:
-        raise InputError(f"checkpoint {req.checkpoint} is from stylize: stylize has no network to export")
-    if command not in graphs.FAMILIES:
-        raise InputError(f"cvtool {cvtool.__version__} cannot export {command} checkpoints yet")
-    module = tasks.module(command)
-    cfg = cfglib.from_dict(module.Config, ckpt["config"])
-    size = req.image_size or graphs.default_size(command, cfg)
-    graphs.check_size(command, size)
-    net = module.build_model(cfg)
+    spec = registry.get(ckpt["task"])
+    if spec.family not in graphs.EXPORTABLE or spec.build_model is None:
+        raise InputError(f"checkpoint {req.checkpoint} is from {spec.command}: {spec.command} has no network to export")
+    cfg = cfglib.from_dict(spec.config, ckpt["config"])
+    size = req.image_size or graphs.default_size(spec, cfg)
+    graphs.check_size(spec, cfg, size)
+    resized_config(spec, ckpt["config"], ckpt.get("metadata", {}), size)
+    net = spec.build_model(cfg)
     try:
         net.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        raise InputError(f"checkpoint {req.checkpoint} does not fit {command}'s model: "
+        raise InputError(f"checkpoint {req.checkpoint} does not fit {spec.command}'s model: "
                          f"{checkpoint.mismatch(exc)}") from None
-    classes = class_names(command, cfg, ckpt.get("metadata", {}))
-    return graphs.build(command, net.eval(), cfg, classes, size, req.half), ckpt, cfg
+    classes = class_names(spec, cfg, ckpt.get("metadata", {}))
+    return graphs.build(spec, net.eval(), cfg, classes, size, req.half), ckpt, cfg
 
 
 def describe(graph: graphs.Graph, req: Request, ckpt: dict[str, Any], opset: int | None,
              model: Path, report: dict[str, Any] | None) -> dict[str, Any]:
-    config, metadata = resized_config(graph.command, ckpt["config"], ckpt.get("metadata", {}), graph.size)
+    config, metadata = resized_config(registry.get(graph.command), ckpt["config"], ckpt.get("metadata", {}), graph.size)
     h, w = ("height", "width") if graph.dynamic_size else graph.size
     return {
         "format": runtime.META_FORMAT, "task": graph.command, "family": graph.family,

@@ -8,6 +8,7 @@ which the export is checked against.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -18,10 +19,11 @@ from torchvision.ops import nms
 
 from cvtool.errors import InputError
 from cvtool.ops.boxes import offset_inverse
+from cvtool.tasks.registry import TaskSpec
 
-CLASSIFIERS = ("finetune-hotdog", "train-cifar", "train-dog")
-FAMILIES = {**{name: "classifier" for name in CLASSIFIERS}, "train-fcn": "segmenter", "train-ssd": "detector"}
-NO_NETWORK = ("stylize",)
+EXPORTABLE = ("classify", "detect", "segment")  # registry families with a network to export
+# Classifiers whose predict squashes every picture to one size (their config has no data.image_size).
+FIXED_SIZES = {"train-cifar": (32, 32)}
 # NMS sees boxes clipped to this many image sizes around the image, so that one wild box
 # cannot stretch the class offsets (and cost every other box its float32 precision).
 NMS_REACH = 8
@@ -110,65 +112,84 @@ class Graph:
     std: list[float]
     dynamic_size: bool
     outputs: list[dict[str, Any]]
-    reference: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]  # segmenter: its logits
+    reference: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]  # segment: its logits
     classes: list[str]
 
 
-def normalisation(command: str, cfg: Any) -> tuple[list[float], list[float]]:
-    """The mean/std that turn [0, 1] pixels into what the task's network was trained on."""
-    if command == "train-fcn":
-        from cvtool.tasks import fcn
+def task_module(spec: TaskSpec) -> Any:
+    """The module that registered ``spec`` (its family's helpers live there: ``to_input``, ``decode``)."""
+    return importlib.import_module(spec.config.__module__)
 
-        return list(fcn.MEAN), list(fcn.STD)
-    if command == "train-ssd":  # TinySSD sees raw 0..255 pixels: (x - 0) / (1/255)
+
+def hook(spec: TaskSpec, name: str) -> Callable[..., Any]:
+    found = getattr(task_module(spec), name, None)
+    if not callable(found):
+        raise InputError(f"cvtool cannot export {spec.command} yet: its module has no {name}() "
+                         f"(every exportable {spec.family} task needs one)")
+    return found
+
+
+def normalisation(spec: TaskSpec, cfg: Any) -> tuple[list[float], list[float]]:
+    """The mean/std that turn [0, 1] pixels into what the task's network was trained on."""
+    if spec.family == "segment":  # read off the task's own to_input, which is affine per channel
+        to_input = hook(spec, "to_input")
+        low, high = (to_input(torch.full((1, 3, 1, 1), v)).flatten().double() for v in (0.0, 1.0))
+        std = 1 / (high - low)
+        return [round(v, 6) for v in (-low * std).tolist()], [round(v, 6) for v in std.tolist()]
+    if spec.family == "detect":  # SSD-style detectors see raw 0..255 pixels: (x - 0) / (1/255)
         return [0.0] * 3, [1 / 255] * 3
     return list(cfg.data.mean), list(cfg.data.std)
 
 
-def default_size(command: str, cfg: Any) -> tuple[int, int]:
-    if command == "train-fcn":
+def default_size(spec: TaskSpec, cfg: Any) -> tuple[int, int]:
+    """The size the task's predict feeds its network."""
+    if spec.family == "segment":
         return tuple(cfg.data.crop_size)
-    if command == "train-cifar":
-        return 32, 32
+    if spec.command in FIXED_SIZES:
+        return FIXED_SIZES[spec.command]
     return cfg.data.image_size, cfg.data.image_size
 
 
-def check_size(command: str, size: tuple[int, int]) -> None:
-    """Sizes the task's predict can feed the graph (it resizes classifier/detector inputs to a square)."""
-    if command == "train-cifar" and size != (32, 32):
-        raise InputError("train-cifar's predict squashes every picture to 32x32; --image-size must be 32,32")
-    if command in ("finetune-hotdog", "train-dog", "train-ssd") and size[0] != size[1]:
-        raise InputError(f"{command} predicts on square inputs; --image-size must be N,N, got {size[0]},{size[1]}")
-    if command == "train-ssd" and size[0] < 64:
-        raise InputError(f"TinySSD needs inputs of at least 64x64, got --image-size {size[0]},{size[1]}")
+def check_size(spec: TaskSpec, cfg: Any, size: tuple[int, int]) -> None:
+    """Sizes the task's predict can feed the graph (classifiers and detectors see squares)."""
+    fixed = FIXED_SIZES.get(spec.command)
+    if fixed is not None and size != fixed:
+        raise InputError(f"{spec.command}'s predict squashes every picture to {fixed[0]}x{fixed[1]}; "
+                         f"--image-size must be {fixed[0]},{fixed[1]}")
+    if spec.family in ("classify", "detect") and size[0] != size[1]:
+        raise InputError(f"{spec.command} predicts on square inputs; --image-size must be N,N, "
+                         f"got {size[0]},{size[1]}")
 
 
-def build(command: str, net: nn.Module, cfg: Any, classes: list[str], size: tuple[int, int],
+def build(spec: TaskSpec, net: nn.Module, cfg: Any, classes: list[str], size: tuple[int, int],
           half: bool) -> Graph:
     """The export graph of ``net`` (loaded, eval mode, fp32) and its reference path."""
-    family = FAMILIES[command]
-    mean, std = normalisation(command, cfg)
+    mean, std = normalisation(spec, cfg)
     dtype = torch.float16 if half else torch.float32
     traced = (_copy_half(net) if half else net).eval()
     norm = Normalize(mean, std, dtype)
     exact = Normalize(mean, std, torch.float32)
-    if family == "classifier":
-        module: nn.Module = Classifier(traced, norm)
+    if spec.family == "classify":
         ref = Classifier(net, exact)
         outputs = [{"name": "probabilities", "dtype": "float32", "shape": ["batch", len(classes)],
                     "meaning": "softmax over the classes, in the order of `classes`"}]
-        return Graph(command, family, module.eval(), size, mean, std, False, outputs,
+        return Graph(spec.command, spec.family, Classifier(traced, norm).eval(), size, mean, std, False, outputs,
                      lambda x: (ref(x),), classes)
-    if family == "segmenter":
-        from cvtool.tasks import fcn
-
-        module = Segmenter(traced, norm)
+    if spec.family == "segment":
+        to_input = hook(spec, "to_input")
         outputs = [{"name": "classes", "dtype": "int64", "shape": ["batch", "height", "width"],
                     "meaning": "class index of every pixel (index into `classes`), at the input's size"}]
-        return Graph(command, family, module.eval(), size, mean, std, True, outputs,
-                     lambda x: (net(fcn.to_input(x * 255)),), classes)
-    from cvtool.tasks import ssd
+        return Graph(spec.command, spec.family, Segmenter(traced, norm).eval(), size, mean, std, True, outputs,
+                     lambda x: (net(to_input(x)),), classes)
+    return _detector(spec, net, traced, norm, cfg, classes, size, mean, std)
 
+
+def _detector(spec: TaskSpec, net: nn.Module, traced: nn.Module, norm: Normalize, cfg: Any, classes: list[str],
+              size: tuple[int, int], mean: list[float], std: list[float]) -> Graph:
+    """An SSD-style detector: the net gives (anchors, class scores, offsets), the task's ``decode`` boxes."""
+    decode = hook(spec, "decode")
+    if not hasattr(net, "anchors_for"):
+        raise InputError(f"cvtool cannot export {spec.command} yet: its network has no anchors_for()")
     d = cfg.detect
     module = Detector(traced, norm, size, d.nms_threshold, d.min_score)
     count = module.anchors.shape[1]  # one row per anchor: the graph's output size is fixed
@@ -184,11 +205,11 @@ def build(command: str, net: nn.Module, cfg: Any, classes: list[str], size: tupl
 
     def reference(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         anchors, cls_preds, bbox_preds = net(x * 255)
-        rows = ssd.detect(cls_preds, bbox_preds, anchors, d)
+        rows = decode(cls_preds, bbox_preds, anchors, d)
         scale = torch.tensor([size[1], size[0]] * 2, dtype=torch.float32)
         return rows[..., 2:] * scale, rows[..., 1], rows[..., 0].long()
 
-    return Graph(command, family, module.eval(), size, mean, std, False, outputs, reference, classes)
+    return Graph(spec.command, spec.family, module.eval(), size, mean, std, False, outputs, reference, classes)
 
 
 def _copy_half(net: nn.Module) -> nn.Module:

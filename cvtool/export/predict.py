@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cvtool import config as cfglib
-from cvtool import tasks
 from cvtool.errors import InputError
 from cvtool.export import runtime
+from cvtool.tasks import registry
+from cvtool.tasks.registry import TaskSpec
 
 TINY = torch.finfo(torch.float32).tiny
 
@@ -75,17 +76,22 @@ class Detections(_Adapter):
                 torch.zeros(1, boxes.shape[1] * 4, device=x.device))
 
 
-ADAPTERS = {"classifier": Probabilities, "segmenter": Masks, "detector": Detections}
+ADAPTERS = {"classify": Probabilities, "segment": Masks, "detect": Detections}  # by registry family
 
 
 @dataclass
 class Loaded:
     """What ``cvtool predict`` needs, read from an export instead of a checkpoint."""
 
-    command: str
+    spec: TaskSpec
     config: Any
     metadata: dict[str, Any]
     model: nn.Module
+
+
+def is_export(path: Path) -> bool:
+    """Whether ``path`` is named like a model ``cvtool export`` writes (.onnx, .torchscript)."""
+    return runtime.format_of(path) is not None
 
 
 def load(path: Path, device: str = "cpu") -> Loaded:
@@ -93,10 +99,10 @@ def load(path: Path, device: str = "cpu") -> Loaded:
     if fmt is None:
         raise InputError(f"{path} is not an exported model (.onnx or .torchscript)")
     meta = runtime.read_meta(path)
-    command = meta["task"]
-    module = tasks.module(command)
-    config = cfglib.from_dict(module.Config, meta["config"])
-    if meta.get("family") not in ADAPTERS:
-        raise InputError(f"{runtime.meta_path(path)} names an unknown model family {meta.get('family')!r}")
-    model = ADAPTERS[meta["family"]](runtime.Runner(path, fmt, device), meta)
-    return Loaded(command, config, meta.get("metadata", {}), model)
+    spec = registry.get(meta["task"])
+    if spec.family not in ADAPTERS or meta.get("family") != spec.family:
+        raise InputError(f"{runtime.meta_path(path)} names model family {meta.get('family')!r}, "
+                         f"not {spec.command}'s {spec.family!r}")
+    config = cfglib.from_dict(spec.config, meta["config"])
+    model = ADAPTERS[spec.family](runtime.Runner(path, fmt, device), meta)
+    return Loaded(spec, config, meta.get("metadata", {}), model)
