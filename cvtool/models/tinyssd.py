@@ -74,14 +74,21 @@ class TinySSD(nn.Module):
         """Anchors (1, A, 4) of feature maps of these sizes, made once per sizes and device.
 
         They depend on nothing else (multibox_prior is float32 whatever the input dtype), so
-        every forward at a training or prediction size reuses the same tensor.
+        every eager forward at a training or prediction size reuses the same tensor. Under
+        torch.compile they are computed in the graph from the (static) map sizes instead:
+        a dict lookup would make dynamo guard on the cache's keys, so the second step (one
+        key more) and every new size would recompile every graph.
         """
+        if torch.compiler.is_compiling():
+            return self._make_anchors(maps, device)
         key = (tuple(maps), device)
         if key not in self._anchor_cache:
-            empty = [torch.empty(1, 0, h, w, device=device) for h, w in maps]
-            self._anchor_cache[key] = torch.cat(
-                [multibox_prior(m, s, self.ratios) for m, s in zip(empty, self.sizes)], dim=1)
+            self._anchor_cache[key] = self._make_anchors(maps, device)
         return self._anchor_cache[key]
+
+    def _make_anchors(self, maps: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
+        empty = [torch.empty(1, 0, h, w, device=device) for h, w in maps]
+        return torch.cat([multibox_prior(m, s, self.ratios) for m, s in zip(empty, self.sizes)], dim=1)
 
     def feature_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """Spatial sizes of the five prediction maps for an input of height x width."""
