@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cvtool.models.pooling import GlobalMaxPool
 from cvtool.ops.boxes import multibox_prior
 
 SIZES = ((0.2, 0.272), (0.37, 0.447), (0.54, 0.619), (0.71, 0.79), (0.88, 0.961))
@@ -50,7 +51,7 @@ class TinySSD(nn.Module):
                              down_sample_block(c32, c64))
         self.blocks = nn.ModuleList([
             base, down_sample_block(c64, c128), down_sample_block(c128, c128),
-            down_sample_block(c128, c128), nn.AdaptiveMaxPool2d((1, 1))])
+            down_sample_block(c128, c128), GlobalMaxPool()])
         channels = (c64, c128, c128, c128, c128)
         self.cls_predictors = nn.ModuleList(
             nn.Conv2d(c, self.num_anchors * (num_classes + 1), 3, padding=1) for c in channels)
