@@ -7,7 +7,7 @@ CVTOOL := $(VENV)/bin/cvtool
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DATA := runs/demo-data
 
-.PHONY: install demo demo-hotdog test test-fast bench clean
+.PHONY: install demo demo-hotdog test test-fast bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,12 @@ test-fast: install
 
 bench: install
 	$(PY) benchmarks/cifar.py
+
+# One GPU machine's proof: the CUDA tests and the benchmark, into $(GPU_CHECK_OUT)/report.{json,md}.
+# DRY_RUN=1 walks every step on a CPU (the CUDA tests skip, the benchmark runs --device cpu --quick).
+GPU_CHECK_OUT ?= runs/gpu-check
+gpu-check: install
+	GPU_CHECK_OUT=$(GPU_CHECK_OUT) $(PY) benchmarks/gpu_check.py $(if $(DRY_RUN),--dry-run)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -137,3 +137,63 @@ def test_nms_keeps_nothing_overlapping_above_threshold(threshold):
         n = len(kept)
         assert (image[n:, 0] == -1).all()  # kept rows first, then the rest
         assert torch.allclose(image[:, 1].sort().values, p[1].sort().values)
+
+
+def greedy_by_indexing(ground_truth, valid, anchors, iou_threshold):
+    """The assignment as it was written first (boolean indexing, a host check per box): the reference."""
+    batch, num_gt = valid.shape
+    num_anchors = anchors.shape[0]
+    iou = box_iou(anchors, ground_truth.reshape(-1, 4)).reshape(num_anchors, batch, num_gt)
+    iou = iou.permute(1, 0, 2).masked_fill(~valid[:, None, :], -1.0)
+    best_iou, best_gt = iou.max(dim=2)
+    assigned = torch.where(best_iou >= iou_threshold, best_gt, torch.full_like(best_gt, -1))
+    rows = torch.arange(batch)
+    work = iou.clone()
+    for _ in range(num_gt):
+        value, flat = work.reshape(batch, -1).max(dim=1)
+        hit = value >= 0
+        if not bool(hit.any()):
+            break
+        b, flat = rows[hit], flat[hit]
+        anchor, box = flat // num_gt, flat % num_gt
+        assigned[b, anchor] = box
+        work[b, anchor, :] = -1.0
+        work[b, :, box] = -1.0
+    return assigned
+
+
+def random_labels(gen: torch.Generator, batch: int, max_objects: int) -> torch.Tensor:
+    """(batch, max_objects, 5) labels with a random number of real boxes per image, padding last."""
+    xy = torch.rand(batch, max_objects, 2, generator=gen) * 0.7
+    wh = torch.rand(batch, max_objects, 2, generator=gen) * 0.5 + 0.05
+    classes = torch.randint(0, 3, (batch, max_objects, 1), generator=gen).float()
+    count = torch.randint(0, max_objects + 1, (batch, 1), generator=gen)
+    classes[torch.arange(max_objects)[None, :] >= count] = -1
+    return torch.cat((classes, xy, (xy + wh).clamp(max=1)), dim=-1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_targets_equal_the_indexing_reference_on_random_batches(seed):
+    from cvtool.ops.boxes import _assign
+
+    gen = torch.Generator().manual_seed(seed)
+    anchors = TinySSD(1, 0.25).anchors_for(64, 64).reshape(-1, 4)
+    labels = random_labels(gen, batch=5, max_objects=[1, 3, 6][seed % 3])
+    gt, valid = labels[..., 1:], labels[..., 0] >= 0
+    for threshold in (0.3, 0.5, 0.9):
+        expected = greedy_by_indexing(gt, valid, anchors, threshold)
+        assert torch.equal(_assign(gt, valid, anchors, threshold), expected)
+    expected = greedy_by_indexing(gt, valid, anchors, 0.5)
+    offsets, mask, classes = multibox_target(anchors[None], labels, iou_threshold=0.5)
+    assert torch.equal(classes, torch.where(expected >= 0, labels[..., 0].gather(1, expected.clamp(min=0)).long() + 1,
+                                            torch.zeros_like(expected)))
+    assert mask.sum() == 4 * (expected >= 0).sum() and torch.isfinite(offsets).all()
+
+
+def test_targets_need_no_value_on_the_host():
+    """On the meta device any host read (bool(), .item(), boolean indexing) fails: a CPU stand-in
+    for torch.cuda.set_sync_debug_mode("error") on the per-step target computation."""
+    anchors = TinySSD(1, 0.25).anchors_for(64, 64).to("meta")
+    labels = random_labels(torch.Generator().manual_seed(0), batch=4, max_objects=3).to("meta")
+    offsets, mask, classes = multibox_target(anchors, labels)
+    assert offsets.shape == mask.shape == (4, anchors.shape[1] * 4) and classes.shape == (4, anchors.shape[1])

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from cvtool.errors import CvtoolError, InputError
 from cvtool.files import atomic_write
@@ -68,17 +69,51 @@ def mismatch(exc: Exception) -> str:
 
 
 def rng_state() -> dict[str, Any]:
+    """This process's generators, laid out as a one-process checkpoint's (see all_rng_states).
+
+    CUDA's generators are read only where this process has initialised CUDA: a ``--device
+    cpu`` run never creates a CUDA context for a checkpoint.
+    """
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    return {**state, "ranks": [state]}
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(to_tuple(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def all_rng_states() -> dict[str, Any] | None:
+    """Every process's generators, gathered on rank 0: {"ranks": [rank 0's, rank 1's, ...]}.
+
+    A collective under torchrun: every rank calls it; rank 0 gets the states, the others
+    None. Rank 0's own are also at the top level, where one-process checkpoints keep theirs.
+    """
+    own = rng_state()["ranks"][0]
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return {**own, "ranks": [own]}
+    main = dist.get_rank() == 0
+    gathered: list[Any] | None = [None] * dist.get_world_size() if main else None
+    dist.gather_object(own, gathered, dst=0)
+    return {**own, "ranks": gathered} if main else None
+
+
+def set_rng_state(state: dict[str, Any], rank: int | None = None) -> bool:
+    """Restore rank ``rank``'s generators (this process's rank by default); False if none were saved.
+
+    A checkpoint from fewer processes leaves the extra ranks on the streams they were seeded
+    with; one from a machine with more GPUs restores the devices this one has. CUDA's
+    generators are set only where this process already uses CUDA.
+    """
+    if rank is None:
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    ranks = state.get("ranks") or [state]  # checkpoints before per-rank states held rank 0's only
+    if rank >= len(ranks) or ranks[rank] is None:
+        return False
+    own = ranks[rank]
+    torch.set_rng_state(own["torch"])
+    random.setstate(to_tuple(own["python"]))
+    if "cuda" in own and torch.cuda.is_initialized():
+        for index, cuda_state in enumerate(list(own["cuda"])[:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
+    return True
 
 
 def to_tuple(value: Any) -> Any:

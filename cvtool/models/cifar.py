@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvtool.models.pooling import GlobalMaxPool
+
 
 class Residual(nn.Module):
     """Two 3x3 conv-BN layers plus the input (through a 1x1 conv when the shape changes)."""
@@ -61,5 +63,5 @@ def fastnet(num_classes: int, width: int = 64) -> nn.Sequential:
     for cin, cout in ((stem, w1), (w1, w2), (w2, w2)):
         layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.MaxPool2d(2),
                    nn.BatchNorm2d(cout), nn.GELU(), *conv_bn(cout, cout)]
-    layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(w2, num_classes, bias=False), Scale(1 / 8)]
+    layers += [GlobalMaxPool(), nn.Flatten(), nn.Linear(w2, num_classes, bias=False), Scale(1 / 8)]
     return nn.Sequential(*layers)

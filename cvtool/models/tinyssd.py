@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cvtool.models.pooling import GlobalMaxPool
 from cvtool.ops.boxes import multibox_prior
 
 SIZES = ((0.2, 0.272), (0.37, 0.447), (0.54, 0.619), (0.71, 0.79), (0.88, 0.961))
@@ -50,7 +51,7 @@ class TinySSD(nn.Module):
                              down_sample_block(c32, c64))
         self.blocks = nn.ModuleList([
             base, down_sample_block(c64, c128), down_sample_block(c128, c128),
-            down_sample_block(c128, c128), nn.AdaptiveMaxPool2d((1, 1))])
+            down_sample_block(c128, c128), GlobalMaxPool()])
         channels = (c64, c128, c128, c128, c128)
         self.cls_predictors = nn.ModuleList(
             nn.Conv2d(c, self.num_anchors * (num_classes + 1), 3, padding=1) for c in channels)
@@ -74,14 +75,21 @@ class TinySSD(nn.Module):
         """Anchors (1, A, 4) of feature maps of these sizes, made once per sizes and device.
 
         They depend on nothing else (multibox_prior is float32 whatever the input dtype), so
-        every forward at a training or prediction size reuses the same tensor.
+        every eager forward at a training or prediction size reuses the same tensor. Under
+        torch.compile they are computed in the graph from the (static) map sizes instead:
+        a dict lookup would make dynamo guard on the cache's keys, so the second step (one
+        key more) and every new size would recompile every graph.
         """
+        if torch.compiler.is_compiling():
+            return self._make_anchors(maps, device)
         key = (tuple(maps), device)
         if key not in self._anchor_cache:
-            empty = [torch.empty(1, 0, h, w, device=device) for h, w in maps]
-            self._anchor_cache[key] = torch.cat(
-                [multibox_prior(m, s, self.ratios) for m, s in zip(empty, self.sizes)], dim=1)
+            self._anchor_cache[key] = self._make_anchors(maps, device)
         return self._anchor_cache[key]
+
+    def _make_anchors(self, maps: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
+        empty = [torch.empty(1, 0, h, w, device=device) for h, w in maps]
+        return torch.cat([multibox_prior(m, s, self.ratios) for m, s in zip(empty, self.sizes)], dim=1)
 
     def feature_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """Spatial sizes of the five prediction maps for an input of height x width."""

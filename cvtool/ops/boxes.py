@@ -81,19 +81,20 @@ def _assign(ground_truth: torch.Tensor, valid: torch.Tensor, anchors: torch.Tens
     best_iou, best_gt = iou.max(dim=2)
     assigned = torch.where(best_iou >= iou_threshold, best_gt, torch.full_like(best_gt, -1))
     # Greedy pass: each box claims its best remaining anchor, so every box gets one even
-    # when no anchor reaches the threshold. Discarded rows/columns are set to -1.
-    rows = torch.arange(batch, device=iou.device)
-    work = iou.clone()
+    # when no anchor reaches the threshold; the claimed anchor's row and the box's column
+    # then leave the pool (set to -1). Masks, not indexing by the images that still have a
+    # box left, so no step waits for the GPU to say how many those are.
+    anchor_ids = torch.arange(num_anchors, device=iou.device)
+    box_ids = torch.arange(num_gt, device=iou.device)
+    work = iou
     for _ in range(num_gt):
         value, flat = work.reshape(batch, -1).max(dim=1)
-        hit = value >= 0
-        if not bool(hit.any()):
-            break
-        b, flat = rows[hit], flat[hit]
+        hit = (value >= 0)[:, None]
         anchor, box = flat // num_gt, flat % num_gt
-        assigned[b, anchor] = box
-        work[b, anchor, :] = -1.0
-        work[b, :, box] = -1.0
+        claimed = (anchor_ids == anchor[:, None]) & hit  # (B, A)
+        taken = (box_ids == box[:, None]) & hit  # (B, G)
+        assigned = torch.where(claimed, box[:, None], assigned)
+        work = work.masked_fill(claimed[:, :, None] | taken[:, None, :], -1.0)
     return assigned
 
 
