@@ -11,7 +11,7 @@ and every model starts from random weights (``model.weights: none``).
 
 Rows, per train command:
 
-- ``cvtool``: the task as ``cvtool.tasks.module(cmd).build(cfg)`` makes it, trained by
+- ``cvtool``: the task as ``registry.get(cmd).build(cfg)`` makes it, trained by
   ``cvtool.engine.trainer.Trainer``'s own loader and step (device copies, bf16 autocast,
   channels_last, the data on the GPU where the task can keep it there, optionally
   ``torch.compile``), with PyTorch's backend flags as the trainer sets them.
@@ -70,7 +70,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cvtool import config as cfglib
-from cvtool import tasks
+from cvtool.tasks import registry
 from cvtool.data import bananas, hotdog, kaggle_synth, voc
 from cvtool.data.batch_augment import hflip
 from cvtool.data.textures import background
@@ -335,7 +335,7 @@ def load_config(spec: Spec, root: Path, device: torch.device, workers: int, fast
                  "train.on_nan=stop", *spec.fast]
     else:
         sets += ['train.amp="off"', "train.channels_last=false", "train.compile=false"]
-    return cfglib.load(tasks.module(spec.command).Config, None, sets)
+    return cfglib.load(registry.get(spec.command).config, None, sets)
 
 
 def run_cvtool(spec: Spec, cfg: Any, device: torch.device, run_dir: Path) -> tuple[float, float]:
@@ -346,7 +346,7 @@ def run_cvtool(spec: Spec, cfg: Any, device: torch.device, run_dir: Path) -> tup
     not in train_step, so it costs nothing here).
     """
     runtime.seed_everything(0)
-    task = tasks.module(spec.command).build(cfg)
+    task = registry.get(spec.command).build(cfg)
     fit = trainer.Trainer(task, trainer.Run(run_dir=run_dir, device=device, argv=[]), Reporter(quiet=True))
     (task.train_mode or nn.Module.train)(fit.model)
     def start_epoch(epoch: int) -> None:
@@ -362,7 +362,7 @@ def run_cvtool(spec: Spec, cfg: Any, device: torch.device, run_dir: Path) -> tup
 def run_plain(spec: Spec, cfg: Any, device: torch.device) -> tuple[float, float]:
     """The tutorial loop on the same task: DataLoader, forward, backward, SGD, all fp32."""
     runtime.seed_everything(0)
-    task = tasks.module(spec.command).build(cfg)
+    task = registry.get(spec.command).build(cfg)
     model = task.model.to(device)
     (task.train_mode or nn.Module.train)(model)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr, momentum=0.9)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cvtool import config as cfglib
-from cvtool import tasks
+from cvtool.tasks import registry
 from cvtool.engine import runtime, trainer
 from cvtool.engine.progress import Reporter
 
@@ -30,14 +30,14 @@ CUDA = torch.device("cuda", 0)
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, Path]:
-    from cvtool.data import bananas, hotdog, kaggle, voc
+    from cvtool.data import bananas, hotdog, kaggle_synth, voc
 
     root = tmp_path_factory.mktemp("cuda-data")
-    return {"cifar": kaggle.synthesize_cifar(root / "cifar", n_train=96, n_test=1),
+    return {"cifar": kaggle_synth.synthesize_cifar(root / "cifar", n_train=96, n_test=1),
             "voc": voc.synthesize(root / "voc", n_train=8, n_val=2, size=64),
             "bananas": bananas.synthesize(root / "bananas", n_train=16, n_val=4, size=64),
             "hotdog": hotdog.synthesize(root / "hotdog", n=8, size=40),
-            "dogs": kaggle.synthesize_dogs(root / "dogs", n_train=16, n_test=1, classes=4)}
+            "dogs": kaggle_synth.synthesize_dogs(root / "dogs", n_train=16, n_test=1, classes=4)}
 
 
 def settings(command: str, data: dict[str, Path], tmp: Path) -> list[str]:
@@ -65,8 +65,8 @@ def cli_args(sets: list[str]) -> list[str]:
 
 def make_trainer(command: str, sets: list[str], run_dir: Path) -> trainer.Trainer:
     runtime.seed_everything(0)
-    cfg = cfglib.load(tasks.module(command).Config, None, sets)
-    task = tasks.module(command).build(cfg)
+    cfg = cfglib.load(registry.get(command).config, None, sets)
+    task = registry.get(command).build(cfg)
     return trainer.Trainer(task, trainer.Run(run_dir=run_dir, device=CUDA, argv=[]), Reporter(quiet=True))
 
 
@@ -148,18 +148,21 @@ def test_stylize_bf16_and_fp16_finish_with_finite_losses_near_fp32(size, picture
 def test_stylize_style_grams_are_float32_products(amp, pictures):
     """The targets' Gram matrices equal fp32 products of the (autocast) features, not half-precision ones."""
     from cvtool.models import vgg
+    from cvtool.ops.style import gram
     from cvtool.tasks import stylize as st
+    from cvtool.tasks import stylize_images as images
+    from cvtool.tasks.stylize_loop import compute_targets
 
     cfg = cfglib.load(st.Config, None, ["model.weights=none"])
     torch.manual_seed(0)
     net = vgg.vgg19_features("none", [*cfg.model.style_layers, *cfg.model.content_layers]).to(CUDA)
-    image = st.normalize(st.resize(st.read_image(pictures[1], "style"), (512, 512))).to(CUDA)
-    targets = st.compute_targets(net, image, image, cfg, CUDA, amp)
+    image = images.normalize(images.resize(images.read_image(pictures[1], "style"), (512, 512))).to(CUDA)
+    targets = compute_targets(net, image, image, cfg.model, CUDA, amp)
     with torch.no_grad(), runtime.autocast(CUDA, amp):
         feats = net(image)
     for i, g in targets.grams.items():
         assert g.dtype == torch.float32 and torch.isfinite(g).all(), i
-        torch.testing.assert_close(g, st.gram(feats[i].float()), rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(g, gram(feats[i].float()), rtol=1e-4, atol=1e-7)
 
 
 # --------------------------------------------------------------------------- determinism and resume
@@ -258,11 +261,11 @@ def test_one_nccl_process_group_through_the_trainer(data, tmp_path):
     dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
         torch.cuda.set_device(CUDA)
-        cfg = cfglib.load(tasks.module("train-ssd").Config, None,
+        cfg = cfglib.load(registry.get("train-ssd").config, None,
                           settings("train-ssd", data, tmp_path) + ["train.epochs=1", "train.max_steps=3"])
         runtime.seed_everything(0)
         run = trainer.Run(run_dir=tmp_path / "run", device=CUDA, argv=[], procs=OneOfOne())
-        summary = trainer.Trainer(tasks.module("train-ssd").build(cfg), run, Reporter(quiet=True)).fit()
+        summary = trainer.Trainer(registry.get("train-ssd").build(cfg), run, Reporter(quiet=True)).fit()
     finally:
         dist.destroy_process_group()
     assert summary["status"] == "completed"
