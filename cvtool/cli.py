@@ -10,7 +10,9 @@ exit code (0 ok, 2 bad input, 3 missing, 130 interrupted).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import traceback
 
@@ -19,6 +21,7 @@ import typer
 import cvtool
 from cvtool.commands import config, data, evaluate, export, predict, stylize, train
 from cvtool.commands.common import one_line, unexpected
+from cvtool.engine import runtime
 from cvtool.engine.run import RESUME_LAST
 from cvtool.errors import CvtoolError, Interrupted
 
@@ -62,36 +65,58 @@ def normalize_argv(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = normalize_argv(list(sys.argv[1:] if argv is None else argv))
+    """Run one command. A first SIGINT/SIGTERM stops it at once (the trainer defers it to a step
+    boundary), later ones are ignored, so an interrupt always ends in one line and exit 130.
+    ``argv`` None means this process is the command (the console script): once the outcome is
+    reported, signals are ignored until it exits."""
     rank = os.environ.get("RANK", "0")
     who = "cvtool" if rank == "0" else f"cvtool[rank {rank}]"  # under torchrun a failure may be one rank's
+    with contextlib.ExitStack() as stack:
+        guard = runtime.StopFlag(immediate=True)
+        if argv is None:
+            guard.__enter__()
+        else:
+            stack.enter_context(guard)
+        try:
+            code, line = dispatch(normalize_argv(list(sys.argv[1:] if argv is None else argv)), guard, rank)
+        except KeyboardInterrupt:  # a signal while an error was being reported
+            code, line = 130, interrupted(guard)
+        guard.immediate = False  # nothing cuts the report short
+        if line:
+            print(f"{who}: {line}", file=sys.stderr)
+        if argv is None:  # the outcome is decided: a signal while the interpreter shuts down must not change it
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
+        return code
+
+
+def interrupted(guard: runtime.StopFlag) -> str:
+    return f"interrupted: {signal.Signals(guard.signum).name if guard.signum else 'SIGINT'} received"
+
+
+def dispatch(args: list[str], guard: runtime.StopFlag, rank: str) -> tuple[int, str | None]:
+    """The exit code and the one line to print for it."""
     try:
         command = typer.main.get_command(make_app())
         code = command.main(args=args, prog_name="cvtool", standalone_mode=False)
-        return code if isinstance(code, int) else 0
-    except Interrupted as exc:
-        if rank == "0":  # every rank stops together; rank 0 saved and says how to resume
-            print(f"{who}: interrupted: {exc}", file=sys.stderr)
-        return exc.exit_code
+        if code == 130:  # typer turns KeyboardInterrupt into a silent exit 130
+            raise KeyboardInterrupt
+        return (code if isinstance(code, int) else 0), None
+    except Interrupted as exc:  # every rank stops together; rank 0 saved and says how to resume
+        return exc.exit_code, f"interrupted: {exc}" if rank == "0" else None
     except CvtoolError as exc:
-        print(f"{who}: error: {one_line(exc)}", file=sys.stderr)
-        return exc.exit_code
+        return exc.exit_code, f"error: {one_line(exc)}"
     except typer.Abort:
-        print(f"{who}: aborted", file=sys.stderr)
-        return 130
+        return 130, "aborted"
     except typer.TyperException as exc:
         message = exc.format_message()
-        if message:
-            print(f"{who}: error: {message}", file=sys.stderr)
-        return 2
+        return 2, f"error: {message}" if message else None
     except KeyboardInterrupt:
-        print(f"{who}: interrupted", file=sys.stderr)
-        return 130
+        return 130, interrupted(guard)
     except Exception as exc:  # noqa: BLE001 - the last line of defence, by design
         if os.environ.get("CVTOOL_DEBUG"):
             traceback.print_exc()
-        print(f"{who}: unexpected error: {unexpected(exc)} (rerun with --debug for a traceback)", file=sys.stderr)
-        return 1
+        return 1, f"unexpected error: {unexpected(exc)} (rerun with --debug for a traceback)"
 
 
 def run() -> None:

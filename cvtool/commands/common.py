@@ -11,6 +11,7 @@ import typer
 
 from cvtool import config as cfglib
 from cvtool.errors import CvtoolError, InputError
+from cvtool.tasks import registry
 
 CONFIG_OPTION = typer.Option(None, "--config", "-c", help="YAML config file.")
 SET_OPTION = typer.Option([], "--set", "-s", help="Override a key: a.b=VALUE (YAML value).")
@@ -28,7 +29,29 @@ def load_config(schema: type, config: Optional[Path], overrides: list[str], flag
     """Defaults, then ``base`` or the YAML file, then ``--set``, then ``settings`` (typed, as
     given), then the typed flags that were given (a None flag was not)."""
     values = {**(settings or {}), **{key: value for key, value in flags.items() if value is not None}}
-    return cfglib.load(schema, config, overrides, values=values, base=base)
+    try:
+        return cfglib.load(schema, config, overrides, values=values, base=base)
+    except cfglib.ConfigError:
+        others = other_tasks(schema, config) if config is not None else []
+        if not others:
+            raise
+        mine = next((spec.command for spec in registry.specs() if spec.config is schema), "this command")
+        raise cfglib.ConfigError(f"{config} is not a {mine} config: it looks like a {' or '.join(others)} "
+                                 f"config; run cvtool {others[0]} --config {config}") from None
+
+
+def other_tasks(schema: type, path: Path) -> list[str]:
+    """The tasks whose schema accepts the file ``schema`` refuses (none: the file fits, or fits nothing)."""
+    def fits(kind: type) -> bool:
+        try:
+            cfglib.load(kind, path)
+        except cfglib.ConfigError:
+            return False
+        return True
+
+    if fits(schema):
+        return []
+    return [spec.command for spec in registry.specs() if spec.config is not schema and fits(spec.config)]
 
 
 def load_weights(model: Any, ckpt: dict[str, Any], path: Path) -> None:

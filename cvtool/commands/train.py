@@ -28,9 +28,9 @@ def train(spec: TaskSpec, config: Optional[Path], overrides: list[str], out: Opt
     if ckpt is not None:
         run.check_resumable(cfg, ckpt, path)
 
-    def on_stop(status: str, run_dir: Path, exc: BaseException) -> None:
+    def on_stop(status: str, run_dir: Optional[Path], exc: BaseException) -> None:
         detail = {"message": str(exc)} if status == "interrupted" else {"error": describe(exc)}
-        emit({"status": status, "run_dir": str(run_dir), **detail}, as_json)
+        emit({"status": status, "run_dir": str(run_dir) if run_dir else None, **detail}, as_json)
 
     result = run.train(spec.command, spec.build, cfg, out=out, argv=["cvtool", *sys.argv[1:]],
                        stream=sys.stderr if as_json else sys.stdout, resume_from=ckpt, resume_path=path,

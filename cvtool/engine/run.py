@@ -36,7 +36,7 @@ def resume_source(resume: str, out: str | None) -> tuple[Path, str]:
             raise InputError("--resume without a path needs --out RUN_DIR (the run to continue)")
         path = Path(out) / "checkpoints" / "last.pt"
         if not path.exists():
-            raise InputError(f"nothing to resume: {path} does not exist")
+            raise InputError(rundir.nothing_to_resume(Path(out)))
     else:
         path = Path(resume)
         if not path.exists():
@@ -71,14 +71,35 @@ def build_once(build: Callable[..., Task], cfg: cfglib.TaskConfig, procs: runtim
 def train(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, *, out: str | None,
           argv: list[str], stream: TextIO, resume_from: dict[str, Any] | None = None,
           resume_path: Path | None = None,
-          on_stop: Callable[[str, Path, BaseException], None] | None = None) -> Result:
+          on_stop: Callable[[str, Path | None, BaseException], None] | None = None) -> Result:
     """Train ``command``'s task; ``on_stop(status, run_dir, exc)`` hears of an interrupted or
-    failed run on the main process before the exception goes on."""
+    failed run on the main process before the exception goes on (run_dir None: none yet).
+
+    Until the trainer takes over, SIGINT/SIGTERM stop at once (nothing is written yet); from
+    then on they stop at the next step (cvtool.engine.runtime.StopFlag)."""
     procs = runtime.processes_from_env()
+    with runtime.StopFlag(immediate=True) as stop:
+        try:
+            return start(command, build, cfg, procs, stop, out=out, argv=argv, stream=stream,
+                         resume_from=resume_from, resume_path=resume_path, on_stop=on_stop)
+        except KeyboardInterrupt as exc:
+            name = exc.args[0] if isinstance(exc, runtime.Signalled) else "SIGINT"
+            error = Interrupted(f"{name} received during start-up, before the first step; no checkpoint "
+                                "was written, so run the same command again to start")
+            if on_stop is not None and procs.main:
+                on_stop("interrupted", None, error)
+            raise error from None
+
+
+def start(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, procs: runtime.Processes,
+          stop: runtime.StopFlag, *, out: str | None, argv: list[str], stream: TextIO,
+          resume_from: dict[str, Any] | None, resume_path: Path | None,
+          on_stop: Callable[[str, Path | None, BaseException], None] | None) -> Result:
     dev = runtime.select_device(cfg.train.device, procs.local_rank)
     runtime.init_processes(procs, dev)
+    resuming = resume_from is not None
     try:
-        run_dir = runtime.broadcast(rundir.choose(command, out, resuming=resume_from is not None)
+        run_dir = runtime.broadcast(rundir.choose(command, out, resuming=resuming, reuse=True)
                                     if procs.main else None)
         runtime.seed_everything(cfg.train.seed)
         reporter = Reporter(stream, quiet=not procs.main)
@@ -87,8 +108,12 @@ def train(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, *, o
         run = Run(run_dir=run_dir, device=dev, argv=argv, resume_from=resume_from, resume_path=resume_path,
                   procs=procs)
         fit = Trainer(task, run, reporter)  # its checks need the task; they write nothing
+        runtime.pause_point("start-up")
+        with stop.held():  # never half moved
+            aside = rundir.set_aside(run_dir) if procs.main and not resuming else None
         reporter.info(f"{command}: {len(task.train_data)} train / {len(task.val_data)} val items on {dev}"
-                      f"{f' x {procs.world} processes' if procs.distributed else ''}; writing {run_dir}")
+                      f"{f' x {procs.world} processes' if procs.distributed else ''}; writing {run_dir}"
+                      + (f" (the earlier attempt's files are in {aside})" if aside else ""))
         try:
             summary = fit.fit()
         except Interrupted as exc:

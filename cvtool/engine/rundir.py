@@ -24,13 +24,19 @@ from cvtool.errors import InputError
 from cvtool.files import atomic_write
 
 
-def choose(command: str, out: str | None, resuming: bool) -> Path:
-    """``out`` as given, or the first free ``runs/<command>/expN``."""
+ATTEMPTS = "attempts"  # where a restarted run keeps the files of the attempts that came to nothing
+
+
+def choose(command: str, out: str | None, resuming: bool, reuse: bool = False) -> Path:
+    """``out`` as given, or the first free ``runs/<command>/expN``. With ``reuse`` a run that
+    stopped before its first checkpoint may start again there (``set_aside`` keeps its files)."""
     if out is not None:
         path = Path(out)
         if path.exists() and not path.is_dir():
             raise InputError(f"--out {path} exists and is not a folder")
-        if not resuming and path.is_dir() and any(path.iterdir()):
+        if not resuming and reuse:
+            check_free(path)
+        elif not resuming and path.is_dir() and any(path.iterdir()):
             raise InputError(f"--out {path} already holds files; pass --resume to continue that run "
                              "or choose another --out")
         return path
@@ -41,6 +47,74 @@ def choose(command: str, out: str | None, resuming: bool) -> Path:
         if not path.exists():
             return path
         n += 1
+
+
+def checkpoints(path: Path) -> list[Path]:
+    return sorted((path / "checkpoints").glob("*.pt"))
+
+
+def status(path: Path) -> str | None:
+    """summary.json's status, None when there is none to read."""
+    try:
+        return json.loads((path / "summary.json").read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def leftovers(path: Path) -> list[Path]:
+    """What is in ``path`` besides earlier attempts."""
+    return [p for p in path.iterdir() if p.name != ATTEMPTS] if path.is_dir() else []
+
+
+def restartable(path: Path) -> bool:
+    """Empty, or a run that failed or was stopped before its first checkpoint: there is
+    nothing to resume, so starting again loses nothing once its files are set aside."""
+    if not leftovers(path):
+        return True
+    return (not checkpoints(path) and (path / "env.json").is_file()
+            and status(path) in (None, "failed", "interrupted"))
+
+
+def resume_flag(path: Path) -> str:
+    saved = checkpoints(path)
+    return f"--resume --out {path}" if path / "checkpoints" / "last.pt" in saved else f"--resume {saved[-1]}"
+
+
+def check_free(path: Path) -> None:
+    """Refuse an ``--out`` a new run cannot use, saying what to do instead (never a circle)."""
+    if restartable(path):
+        return
+    if checkpoints(path):
+        raise InputError(f"--out {path} already holds a run with a checkpoint; continue it with "
+                         f"{resume_flag(path)} or choose another --out")
+    what = "a completed run" if (path / "env.json").is_file() else "files that are not a cvtool run"
+    raise InputError(f"--out {path} already holds {what} and no checkpoint to resume; choose another --out")
+
+
+def nothing_to_resume(path: Path) -> str:
+    """Why ``--resume --out path`` cannot continue, and what to run instead."""
+    if checkpoints(path):
+        return f"nothing to resume: {path / 'checkpoints' / 'last.pt'} does not exist; use {resume_flag(path)}"
+    if not path.exists():
+        return f"nothing to resume: {path} does not exist; start the run without --resume"
+    if restartable(path):
+        return (f"nothing to resume: {path} has no checkpoint (the run stopped before saving one); "
+                "run the same command without --resume to start it again there")
+    return f"nothing to resume: {path} holds no checkpoint; choose another --out for a new run"
+
+
+def set_aside(path: Path) -> Path | None:
+    """Move a stopped attempt's files into ``path/attempts/N`` so a restart overwrites nothing."""
+    check_free(path)
+    entries = leftovers(path)
+    if not entries:
+        return None
+    base = path / ATTEMPTS
+    dest = base / str(1 + max((int(p.name) for p in base.glob("*") if p.name.isdigit()), default=0))
+    dest.mkdir(parents=True)
+    for entry in entries:
+        entry.rename(dest / entry.name)
+    return dest
 
 
 def write_text(path: Path, text: str) -> None:

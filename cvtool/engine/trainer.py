@@ -140,6 +140,7 @@ class Trainer:
 
     def save(self, name: str) -> Path:
         path = self.ckpt_dir / name
+        runtime.pause_point("save")
         if self.main:
             checkpoint.save(self.state(), path)
         return path
@@ -147,6 +148,11 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def fit(self) -> dict[str, Any]:
+        """Train to the end; from here on SIGINT/SIGTERM stop at the next step, never mid-write."""
+        with runtime.StopFlag() as stop:
+            return self.fit_until(stop)
+
+    def fit_until(self, stop: runtime.StopFlag) -> dict[str, Any]:
         run_dir = self.run.run_dir
         if self.main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -163,9 +169,8 @@ class Trainer:
             rundir.write_json(run_dir / "env.json", env)
             self.metrics.start(keep_through_epoch=self.epoch)
         try:
-            with runtime.StopFlag() as stop:
-                while self.epoch < self.tc.epochs:
-                    self.train_epoch(stop)
+            while self.epoch < self.tc.epochs:
+                self.train_epoch(stop)
             return self.complete()
         except Interrupted:
             self.write_summary("interrupted")
@@ -232,6 +237,7 @@ class Trainer:
 
     def train_step(self, batch: Any):
         """One update; None when a non-finite loss was skipped (``train.on_nan: skip``)."""
+        runtime.pause_point("step")
         batch = to_device(batch, self.device, self.tc.channels_last)
         with runtime.autocast(self.device, self.dtype):
             out = self.task.train_step(self.net, batch)
