@@ -75,7 +75,8 @@ def train(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, *, o
     """Train ``command``'s task; ``on_stop(status, run_dir, exc)`` hears of an interrupted or
     failed run on the main process before the exception goes on."""
     procs = runtime.processes_from_env()
-    dev = runtime.select_device(cfg.train.device, procs.local_rank)
+    dev = runtime.select_device(cfg.train.device, procs.local_rank, world=procs.world)
+    runtime.configure(dev, cfg.train.deterministic)  # before build, which may run the GPU (train-dog's cache)
     runtime.init_processes(procs, dev)
     try:
         run_dir = runtime.broadcast(rundir.choose(command, out, resuming=resume_from is not None)
