@@ -38,6 +38,8 @@ def test_two_processes_match_one(hotdog_root, tmp_path):
     wb = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)["model"]
     for key in wa:
         torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=1e-6)
+    ranks = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)["rng"]["ranks"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])  # each rank's own streams
 
 
 def test_sync_bn_on_cpu_processes_is_a_config_error(hotdog_root, tmp_path):

@@ -288,6 +288,18 @@ def test_resized_crop_zooms_in_by_at_most_the_scale():
     assert out.min() >= 0 and out.max() <= 1
 
 
+def test_resized_crop_samples_in_float32_under_autocast():
+    """A bf16 sampling grid (autocast's choice for affine_grid) lands up to 1/16 px off."""
+    x = torch.rand(8, 3, 32, 32)
+    torch.manual_seed(0)
+    plain = ba.resized_crop(x, (0.64, 1.0))
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = ba.resized_crop(x, (0.64, 1.0))
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, plain, rtol=0, atol=1e-6)
+
+
 def test_translate_shifts_within_the_padding():
     torch.manual_seed(0)
     x = torch.randint(0, 255, (16, 3, 12, 12), dtype=torch.uint8)

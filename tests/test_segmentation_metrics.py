@@ -74,6 +74,18 @@ def test_prediction_outside_the_classes_raises_instead_of_miscounting(bad):
     with pytest.raises(ValueError, match=f"prediction class {bad} is outside 0..2"):
         confusion_matrix(pred, target, 3)
     meter = ConfusionMatrix(3)
+    meter.update(pred, target)  # no check here: it would wait for the GPU at every batch
+    with pytest.raises(ValueError, match=f"prediction class {bad} is outside 0..2"):
+        meter.scores()
     with pytest.raises(ValueError):
-        meter.update(pred, target)
-    assert int(meter.matrix.sum()) == 0
+        meter.matrix
+    assert int(meter.counts.sum()) == 2 and int(meter.counts[1].sum()) == 0  # the bad pixel landed nowhere
+
+
+def test_updates_never_read_the_device():
+    """Meta tensors hold no data, so any host read (``.item()``, ``bool``, bincount's max) fails on them."""
+    meter = ConfusionMatrix(21, device="meta")
+    for _ in range(2):
+        meter.update(torch.empty(2, 8, 8, dtype=torch.long, device="meta"),
+                     torch.empty(2, 8, 8, dtype=torch.uint8, device="meta"))
+    assert meter.counts.shape == (21, 21)

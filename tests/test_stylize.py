@@ -246,3 +246,42 @@ def test_sigterm_stops_like_ctrl_c(pics, tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "was not written" in err and not out.exists()
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+
+
+def small_net_and_picture() -> tuple[vgg.VGGFeatures, torch.Tensor, st.Config]:
+    cfg = tiny()
+    torch.manual_seed(0)
+    net = vgg.vgg19_features("none", [*cfg.model.style_layers, *cfg.model.content_layers])
+    return net, stylize_images.normalize(torch.rand(1, 3, 32, 48)), cfg
+
+
+def test_target_grams_are_float32_products_under_bf16_autocast():
+    """Only VGG runs in bf16: a Gram computed under autocast would be a bf16 matmul (~0.5% off)."""
+    net, image, cfg = small_net_and_picture()
+    targets = stylize_loop.compute_targets(net, image, image, cfg.model, torch.device("cpu"), torch.bfloat16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        feats = net(image)
+    for i, g in targets.grams.items():
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, style_ops.gram(feats[i].float()), rtol=1e-5, atol=1e-8)
+
+
+def test_a_scaled_step_reports_and_takes_the_unscaled_step():
+    """fp16's GradScaler (enabled here on the CPU) scales only the backward: same losses, same update."""
+    net, image, cfg = small_net_and_picture()
+    cpu = torch.device("cpu")
+    targets = stylize_loop.compute_targets(net, image, image, cfg.model, cpu, None)
+    results = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True)):
+        pixels = (image + 0.1).requires_grad_(True)
+        step = stylize_loop.make_step(net, targets, cfg.loss, cpu, None, scaler)
+        results.append((step(pixels, torch.optim.Adam([pixels], lr=0.1)), pixels.detach()))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    torch.testing.assert_close(results[1][1], results[0][1])
+
+
+def test_memory_estimate_on_cuda_adds_the_context_and_workspaces(monkeypatch):
+    monkeypatch.setattr(stylize_memory, "available_memory", lambda device: None)
+    need = {kind: stylize_memory.check_memory(torch.device(kind), (512, 512), (512, 512), 28, torch.bfloat16, False)
+            for kind in ("cpu", "cuda")}
+    assert need["cuda"] - need["cpu"] == stylize_memory.CUDA_OVERHEAD == 2 ** 30

@@ -39,8 +39,17 @@ class TensorBatches(Dataset):
         return self.inputs[i], self.labels[i]
 
     def __getitems__(self, indices: list[int]) -> Batch:
-        idx = torch.as_tensor(indices, dtype=torch.int64, device=self.inputs.device)
+        idx = self.index(indices)
         return Batch((self.inputs[idx], self.labels[idx]))
+
+    def index(self, indices: list[int]) -> torch.Tensor:
+        """The indices on the tensors' device. Built on the host and, for a GPU, pinned and copied
+        without blocking: ``torch.tensor(list, device="cuda")`` would wait for the GPU every batch."""
+        idx = torch.tensor(indices, dtype=torch.int64)
+        device = self.inputs.device
+        if device.type == "cuda":
+            return idx.pin_memory().to(device, non_blocking=True)
+        return idx.to(device)
 
 
 def collate(batch: Any) -> Any:

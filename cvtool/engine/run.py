@@ -95,7 +95,8 @@ def start(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, proc
           stop: runtime.StopFlag, *, out: str | None, argv: list[str], stream: TextIO,
           resume_from: dict[str, Any] | None, resume_path: Path | None,
           on_stop: Callable[[str, Path | None, BaseException], None] | None) -> Result:
-    dev = runtime.select_device(cfg.train.device, procs.local_rank)
+    dev = runtime.select_device(cfg.train.device, procs.local_rank, world=procs.world)
+    runtime.configure(dev, cfg.train.deterministic)  # before build, which may run the GPU (train-dog's cache)
     runtime.init_processes(procs, dev)
     resuming = resume_from is not None
     try:

@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -46,13 +47,36 @@ def processes_from_env() -> Processes:
     return Processes(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
+DIST_TIMEOUT_ENV = "CVTOOL_DIST_TIMEOUT"
+DIST_TIMEOUT_DEFAULT = 2 * 3600
+
+
+def dist_timeout() -> timedelta:
+    """How long a rank waits in a collective: CVTOOL_DIST_TIMEOUT seconds, 2 h by default.
+
+    Ranks > 0 wait at a barrier while rank 0 downloads and prepares the data, and in a
+    broadcast while it validates; NCCL's 10-minute default would kill a job in either.
+    """
+    text = os.environ.get(DIST_TIMEOUT_ENV, "").strip()
+    if not text:
+        return timedelta(seconds=DIST_TIMEOUT_DEFAULT)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise InputError(f"{DIST_TIMEOUT_ENV}={text!r} must be a number of seconds > 0")
+    return timedelta(seconds=seconds)
+
+
 def init_processes(procs: Processes, device: torch.device) -> None:
     """Join torchrun's process group: NCCL between GPUs, gloo between CPU processes."""
     if not procs.distributed or dist.is_initialized():
         return
+    timeout = dist_timeout()
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
 
 
 def close_processes() -> None:
@@ -74,8 +98,17 @@ def broadcast(value: Any) -> Any:
     return box[0]
 
 
-def select_device(spec: str, local_rank: int = 0) -> torch.device:
+def local_device(spec: str) -> torch.device:
+    """The device this process works on: under torchrun, the GPU of its LOCAL_RANK."""
+    procs = processes_from_env()
+    return select_device(spec, procs.local_rank, world=procs.world)
+
+
+def select_device(spec: str, local_rank: int = 0, *, world: int = 1) -> torch.device:
     spec = spec.strip().lower()
+    if world > 1 and spec.startswith("cuda:"):
+        raise InputError(f"device {spec} would put all {world} torchrun processes on one GPU; "
+                         "use --device cuda (each process takes the GPU of its LOCAL_RANK)")
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
@@ -137,11 +170,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def configure(device: torch.device, deterministic: bool) -> None:
-    """Kernel choice: cuDNN autotuning for speed, or bitwise reproducibility."""
+def deterministic_cublas(deterministic: bool) -> None:
+    """cuBLAS reads CUBLAS_WORKSPACE_CONFIG when it first runs, so this comes before anything
+    touches the GPU (a task's build may already run a network, e.g. train-dog's feature cache)."""
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def configure(device: torch.device, deterministic: bool) -> None:
+    """Kernel choice: cuDNN autotuning for speed, or bitwise reproducibility.
+
+    Deterministic means it: an op with no deterministic kernel raises instead of warning.
+    """
+    deterministic_cublas(deterministic)
+    torch.use_deterministic_algorithms(deterministic)
+    if deterministic:
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True

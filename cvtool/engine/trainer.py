@@ -99,7 +99,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
 
-    def state(self) -> dict[str, Any]:
+    def state(self, rng: dict[str, Any] | None) -> dict[str, Any]:
         return {
             "format": checkpoint.FORMAT,
             "task": self.task.name,
@@ -115,7 +115,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "best": self.best,
             "metrics": self.last_row,
-            "rng": checkpoint.rng_state(),
+            "rng": rng,
             "cvtool_version": __import__("cvtool").__version__,
         }
 
@@ -129,20 +129,22 @@ class Trainer:
             raise InputError(f"checkpoint {self.run.resume_path} does not fit this config's model: "
                              f"{checkpoint.mismatch(exc)}") from None
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        if ckpt.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(ckpt["scaler"])  # else train.amp changed: fp16 starts a fresh scale
         self.epoch = int(ckpt["epoch"])
         self.step_in_epoch = int(ckpt["step"])
         self.partial = ckpt.get("partial") or {}
         self.skipped = int(ckpt.get("skipped", 0))
         self.best = dict(ckpt["best"])
         self.last_row = dict(ckpt.get("metrics") or {})
-        checkpoint.set_rng_state(ckpt["rng"])
+        checkpoint.set_rng_state(ckpt["rng"], self.procs.rank)
 
     def save(self, name: str) -> Path:
         path = self.ckpt_dir / name
         runtime.pause_point("save")
+        rng = checkpoint.all_rng_states()  # a collective: every rank gives its generators
         if self.main:
-            checkpoint.save(self.state(), path)
+            checkpoint.save(self.state(rng), path)
         return path
 
     # ------------------------------------------------------------------ loop
@@ -201,9 +203,10 @@ class Trainer:
                 continue
             images += out.count
             for name, (value, count) in {"loss": (out.loss.detach() * out.count, out.count), **out.stats}.items():
-                acc = sums.setdefault(name, [torch.zeros((), device=self.device), 0])
-                acc[0] = acc[0] + value.detach().float()
-                acc[1] += count
+                if name in sums:
+                    sums[name] = [sums[name][0] + value.detach().float(), sums[name][1] + count]
+                else:
+                    sums[name] = [value.detach().float(), count]
             step += 1
             self.check_loss(sums["loss"][0], epoch, step)
             self.reporter.step(f"loss {out.loss.item():.4f}" if step % 10 == 0 and not self.reporter.plain else "")

@@ -17,16 +17,33 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int)
 
     Target values outside 0..num_classes-1 (void = 255) are not counted; a prediction
     outside that range is a bug upstream (a model with more classes than the data), and
-    counting it would land in another class's cell, so it raises.
+    counting it would land in another class's cell, so it raises (reading the range back
+    from the device: ``ConfusionMatrix`` defers that check to when it is read).
     """
+    pred = pred.reshape(-1)
+    if pred.numel():
+        check_predictions(pred.amin(), pred.amax(), num_classes)
+    return counts(pred, target, num_classes)
+
+
+def counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The matrix without any host sync: no boolean indexing, no bincount (which reads its
+    input's maximum back); pixels with a target or prediction out of range are not counted."""
+    n = num_classes
     target = target.reshape(-1).long()
     pred = pred.reshape(-1).long()
-    if pred.numel() and bool(((pred < 0) | (pred >= num_classes)).any()):
-        bad = pred[(pred < 0) | (pred >= num_classes)][0].item()
-        raise ValueError(f"prediction class {bad} is outside 0..{num_classes - 1}")
-    valid = (target >= 0) & (target < num_classes)
-    index = target[valid] * num_classes + pred[valid]
-    return torch.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+    valid = (target >= 0) & (target < n) & (pred >= 0) & (pred < n)
+    index = torch.where(valid, target * n + pred, n * n)  # one spare bin for the uncounted
+    bins = torch.zeros(n * n + 1, dtype=torch.long, device=index.device)
+    bins.index_add_(0, index, torch.ones_like(index))
+    return bins[:-1].reshape(n, n)
+
+
+def check_predictions(low: torch.Tensor, high: torch.Tensor, num_classes: int) -> None:
+    """Raise if the smallest or largest predicted class is outside 0..num_classes-1."""
+    low, high = int(low), int(high)
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"prediction class {low if low < 0 else high} is outside 0..{num_classes - 1}")
 
 
 @dataclass
@@ -67,14 +84,26 @@ def background_only_miou(matrix: torch.Tensor) -> float:
 
 
 class ConfusionMatrix:
-    """Accumulates pixel counts on the tensors' device; they reach the host only in ``scores``."""
+    """Accumulates pixel counts on the tensors' device; nothing reaches the host before the
+    matrix is read, which is also when a prediction outside the classes raises."""
 
     def __init__(self, num_classes: int, device: torch.device | str | None = None) -> None:
         self.num_classes = num_classes
-        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+        self.counts = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+        self.low = torch.zeros((), dtype=torch.long, device=device)  # smallest and largest prediction
+        self.high = torch.zeros((), dtype=torch.long, device=device)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        self.matrix += confusion_matrix(pred, target, self.num_classes).to(self.matrix.device)
+        pred = pred.to(self.counts.device)
+        if pred.numel():
+            self.low = torch.minimum(self.low, pred.amin().long())
+            self.high = torch.maximum(self.high, pred.amax().long())
+        self.counts += counts(pred, target.to(self.counts.device), self.num_classes)
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        check_predictions(self.low, self.high, self.num_classes)
+        return self.counts
 
     def scores(self) -> SegmentationScores:
         return scores(self.matrix.cpu())

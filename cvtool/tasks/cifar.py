@@ -168,10 +168,8 @@ def load_data(d: Data, quiet: bool = False) -> CifarData:
 
 
 def data_device(cfg: Config) -> torch.device:
-    device = runtime.select_device(cfg.train.device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
+    """Where ``data.on_device`` puts the set: the GPU this process trains on (its LOCAL_RANK's)."""
+    return runtime.local_device(cfg.train.device)
 
 
 # --------------------------------------------------------------------------- steps

@@ -288,7 +288,7 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
 
     cached = cfg.finetune.cache_features
     if cached:
-        device = runtime.select_device(cfg.train.device)
+        device = runtime.local_device(cfg.train.device)  # under torchrun, this rank's GPU
         train = datasets.TensorBatches(*backbone_features(model, rows(train_idx, eval_transform(cfg)), cfg, device))
         val = datasets.TensorBatches(*backbone_features(model, rows(val_idx, eval_transform(cfg)), cfg, device))
         model.cpu()

@@ -62,6 +62,12 @@ class Labels:
         return [self.names[k] for k in np.unique(np.asarray(mask)).tolist() if k < len(self.names)]
 
 
+def pixel_losses(logits: torch.Tensor, target: torch.Tensor, void: int) -> torch.Tensor:
+    """Per-pixel cross-entropy, 0 on void. Summed by the caller: CUDA's summing nll_loss2d
+    kernel adds with atomics (no deterministic version), its per-pixel one does not."""
+    return F.cross_entropy(logits, target, ignore_index=void, reduction="none")
+
+
 def train_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], forward: Forward,
                void: int) -> StepOutput:
     """Cross-entropy averaged over the batch's non-void pixels; void changes nothing."""
@@ -70,7 +76,7 @@ def train_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], forwa
     logits = forward(model, images)
     valid = target != void
     pixels = valid.sum().clamp(min=1)
-    loss = F.cross_entropy(logits, target, ignore_index=void, reduction="sum") / pixels
+    loss = pixel_losses(logits, target, void).sum() / pixels
     acc = ((logits.argmax(1) == target) & valid).sum() / pixels
     n = len(images)
     return StepOutput(loss=loss, count=n, stats={"pixel_acc": (acc.detach() * n, n)})
@@ -86,7 +92,7 @@ def make_evaluate(labels: Labels, forward: Forward):
         for images, truth in batches:
             target = truth.long()
             logits = forward(model, images)
-            loss += F.cross_entropy(logits, target, ignore_index=labels.void, reduction="sum")
+            loss += pixel_losses(logits, target, labels.void).sum()
             pixels += (target != labels.void).sum()
             matrix.update(logits.argmax(1), target)
         if pixels.item() == 0:

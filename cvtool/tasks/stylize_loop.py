@@ -39,18 +39,30 @@ class Targets:
 
 def compute_targets(net: vgg.VGGFeatures, content: torch.Tensor, style: torch.Tensor, layers: Model,
                     device: torch.device, dtype: torch.dtype | None) -> Targets:
-    with torch.no_grad(), runtime.autocast(device, dtype):
-        feats = net(content)
+    """Only the network runs under autocast; the Grams are fp32 products (in bf16 they are
+    ~0.5% off, which the loss cannot get below; in fp16 conv1_1's overflows at 512x512)."""
+    with torch.no_grad():
+        with runtime.autocast(device, dtype):
+            feats = net(content)
         content_t = {i: feats[i].float() for i in layers.content_layers}
         del feats
-        feats = net(style)
+        with runtime.autocast(device, dtype):
+            feats = net(style)
         grams = {i: gram(feats[i].float()) for i in layers.style_layers}
     return Targets(content_t, grams)
 
 
 def make_step(net: vgg.VGGFeatures, targets: Targets, weights: Loss, device: torch.device,
-              dtype: torch.dtype | None) -> Callable[[torch.Tensor, torch.optim.Optimizer], torch.Tensor]:
-    """One Adam step on the image; returns the weighted (content, style, tv, total) without syncing."""
+              dtype: torch.dtype | None, scaler: torch.amp.GradScaler | None = None,
+              ) -> Callable[[torch.Tensor, torch.optim.Optimizer], torch.Tensor]:
+    """One Adam step on the image; returns the weighted (content, style, tv, total) without syncing.
+
+    The losses and Grams are fp32 (outside autocast); under fp16 the backward is scaled
+    (``scaler``, by default a fresh one) so small gradients survive, and the losses returned
+    are the unscaled ones.
+    """
+    if scaler is None:
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     def step(image: torch.Tensor, optimizer: torch.optim.Optimizer) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
@@ -62,8 +74,9 @@ def make_step(net: vgg.VGGFeatures, targets: Targets, weights: Loss, device: tor
         parts = torch.stack([content * weights.content_weight, style * weights.style_weight,
                              tv_loss(image) * weights.tv_weight])
         total = parts.sum()
-        total.backward()
-        optimizer.step()
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
         return torch.cat([parts, total.unsqueeze(0)]).detach()
 
     return step
@@ -118,6 +131,7 @@ class Optimisation:
             content = luminance(content)
         self.content, self.style = content, style
         self.generator = torch.Generator().manual_seed(cfg.run.seed)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # one scale over all scales
         self.image: torch.Tensor | None = None
         self.done = 0
         self.last: dict[str, float] = {}
@@ -149,7 +163,7 @@ class Optimisation:
                                   self.device, self.dtype)
         self.image = self.start(content_n, hw)
         optimizer = torch.optim.Adam([self.image], lr=step_lr(self.cfg.optim, self.done))
-        step = make_step(self.net, targets, self.cfg.loss, self.device, self.dtype)
+        step = make_step(self.net, targets, self.cfg.loss, self.device, self.dtype, self.scaler)
         pending: list[torch.Tensor] = []
         status = ""
         self.reporter.start_bar(f"stylize {hw[0]}x{hw[1]}", steps, bar_width=20)

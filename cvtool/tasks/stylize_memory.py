@@ -18,6 +18,9 @@ from cvtool.models import vgg
 # CPU at 320x480, 2 leaves a margin. Under bf16/fp16 autocast some buffers stay fp32 (0.9x of
 # the fp32 peak measured on the CPU), hence 3 bytes an element rather than 2.
 MEMORY_FACTOR = 2.0
+# On CUDA, what the activations do not count: the CUDA context and the cuDNN/cuBLAS workspaces
+# (an estimate, about 1 GiB; not calibrated on a GPU).
+CUDA_OVERHEAD = 2 ** 30
 
 
 def estimate_memory(out_hw: tuple[int, int], style_hw: tuple[int, int], upto: int, elem_bytes: int) -> int:
@@ -71,6 +74,8 @@ def gib(n: float) -> str:
 def check_memory(device: torch.device, out_hw: tuple[int, int], style_hw: tuple[int, int], upto: int,
                  dtype: torch.dtype | None, force: bool) -> int:
     need = estimate_memory(out_hw, style_hw, upto, 3 if dtype is not None else 4)
+    if device.type == "cuda":
+        need += CUDA_OVERHEAD
     free = available_memory(device)
     if not force and free is not None and need > free:
         raise InputError(f"output {out_hw[0]}x{out_hw[1]} needs about {gib(need)} on {device} but only "
