@@ -74,6 +74,7 @@ class Config:
     optim: Optim = field(default_factory=Optim)
     sched: c.SchedConfig = field(default_factory=c.SchedConfig)
     train: c.TrainConfig = field(default_factory=c.TrainConfig)
+    log: c.LogConfig = field(default_factory=c.LogConfig)
 
 
 def class_names(num_classes: int) -> list[str]:

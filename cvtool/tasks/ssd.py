@@ -91,6 +91,7 @@ class Config:
     optim: Optim = field(default_factory=Optim)
     sched: c.SchedConfig = field(default_factory=c.SchedConfig)
     train: Train = field(default_factory=Train)
+    log: c.LogConfig = field(default_factory=c.LogConfig)
 
 
 def build_model(cfg: Config) -> TinySSD:

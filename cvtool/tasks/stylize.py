@@ -96,6 +96,7 @@ class Config:
     loss: Loss = field(default_factory=Loss)
     optim: Optim = field(default_factory=Optim)
     run: Run = field(default_factory=Run)
+    log: c.LogConfig = field(default_factory=c.LogConfig)
 
 
 # --------------------------------------------------------------------------- sizes
