@@ -1,0 +1,134 @@
+"""TensorBoard event files: the tags and steps a run writes, resume without duplicates, a failing writer."""
+
+import json
+import logging
+import os
+import signal
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cvtool.engine import tensorboard
+from cvtool.tasks import classify
+
+STEPS_PER_EPOCH = 4  # the tiny hotdog set: 16 training images, batches of 4
+
+
+def events(run_dir):
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def steps(acc, tag):
+    return [e.step for e in acc.Scalars(tag)]
+
+
+def test_flatten_gives_dotted_hparam_values():
+    flat = tensorboard.flatten({"optim": {"lr": 0.1, "name": "sgd"}, "model": {"weights": None},
+                                "data": {"mean": [0.5, 0.4]}, "train": {"amp": False}})
+    assert flat == {"optim.lr": 0.1, "optim.name": "sgd", "model.weights": "none", "data.mean": "[0.5, 0.4]",
+                    "train.amp": False}
+
+
+def test_a_failing_writer_warns_once_and_switches_off(tmp_path, monkeypatch, caplog):
+    board = tensorboard.Board(tmp_path, every_steps=1)
+    assert board.on
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(board.writer, "add_scalar", full_disk)
+    with caplog.at_level(logging.WARNING, logger="cvtool.engine.tensorboard"):
+        for step in range(1, 5):
+            board.train_step(step, torch.tensor(1.0), 0.1)
+        board.epoch({"val_acc": 0.5}, 4)
+        board.close()
+    warnings = [r for r in caplog.records if r.name == "cvtool.engine.tensorboard"]
+    assert len(warnings) == 1 and "No space left on device" in warnings[0].getMessage()
+    assert not board.on
+
+
+def test_an_off_board_writes_nothing(tmp_path):
+    board = tensorboard.Board(tmp_path, enabled=False)
+    board.epoch({"val_acc": 0.5}, 1, pictures=lambda: pytest.fail("pictures drawn for an off board"))
+    board.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_run_logs_every_column_per_epoch_and_loss_and_lr_per_step(cli, tiny_hotdog, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = cli("finetune-hotdog", *tiny_hotdog, "--epochs", "2", "--set", "log.every_steps=2", "--out", out)
+    assert code == 0, err
+    acc = events(out)
+    columns = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds",
+               "images_per_second"]
+    for column in columns:
+        assert steps(acc, f"epoch/{column}") == [4, 8], column
+    assert [e.value for e in acc.Scalars("epoch/epoch")] == [1.0, 2.0]
+    assert steps(acc, "step/train_loss") == [2, 4, 6, 8]
+    assert steps(acc, "step/lr") == [2, 4, 6, 8]
+    metrics = [line.split(",") for line in (out / "metrics.csv").read_text().splitlines()]
+    val_acc = [float(row[metrics[0].index("val_acc")]) for row in metrics[1:]]
+    assert [e.value for e in acc.Scalars("epoch/val_acc")] == pytest.approx(val_acc, rel=1e-5)
+    assert steps(acc, "hparam/best_val_acc") == [8]
+    assert "final/curves" in acc.Tags()["images"]
+
+
+@pytest.mark.slow
+def test_log_tensorboard_false_writes_no_event_file(cli, tiny_hotdog, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = cli("finetune-hotdog", *tiny_hotdog, "--epochs", "1", "--max-steps", "1",
+                       "--set", "log.tensorboard=false", "--out", out)
+    assert code == 0, err
+    assert not list(out.glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_resume_does_not_duplicate_steps(cli, tiny_hotdog, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = classify.train_step
+
+    def interrupting_step(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 6:  # epoch 2, step 2: the checkpoint holds global step 6
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(model, batch)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(classify, "train_step", interrupting_step)
+    code, _, err = cli("finetune-hotdog", *tiny_hotdog, "--epochs", "3", "--set", "log.every_steps=1", "--out", out)
+    monkeypatch.setattr(classify, "train_step", original)
+    assert code == 130, err
+    # what a process killed after its checkpoint may have left: events past the saved step
+    stray = torch.utils.tensorboard.SummaryWriter(str(out), filename_suffix=".stray")
+    for step in (7, 8):
+        stray.add_scalar("step/train_loss", 999.0, step)
+    stray.close()
+
+    code, _, err = cli("finetune-hotdog", "--resume", "--out", out)
+    assert code == 0, err
+    acc = events(out)
+    assert steps(acc, "step/train_loss") == list(range(1, 3 * STEPS_PER_EPOCH + 1))
+    assert 999.0 not in [e.value for e in acc.Scalars("step/train_loss")]
+    assert steps(acc, "epoch/val_acc") == [4, 8, 12]
+
+
+@pytest.mark.slow
+def test_a_failing_event_writer_leaves_the_run_complete(cli, tiny_hotdog, tmp_path, monkeypatch, caplog):
+    from torch.utils.tensorboard import writer
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer.FileWriter, "add_event", full_disk)
+    out = tmp_path / "run"
+    with caplog.at_level(logging.WARNING, logger="cvtool.engine.tensorboard"):
+        code, _, err = cli("finetune-hotdog", *tiny_hotdog, "--epochs", "2", "--set", "log.every_steps=1",
+                           "--out", out)
+    assert code == 0, err
+    assert json.loads((out / "summary.json").read_text())["status"] == "completed"
+    warnings = [r for r in caplog.records if r.name == "cvtool.engine.tensorboard"]
+    assert len(warnings) == 1 and "No space left on device" in warnings[0].getMessage()
