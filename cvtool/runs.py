@@ -128,7 +128,8 @@ def task_of(run_dir: Path, summary: dict[str, Any]) -> str | None:
         command = read_json(run_dir / "env.json").get("command") or []
     except ValueError:
         return None
-    return command[1] if len(command) > 1 and isinstance(command[1], str) else None
+    # ["cvtool", root flags such as --debug..., the command, ...]: root options take no value
+    return next((word for word in command[1:] if isinstance(word, str) and not word.startswith("-")), None)
 
 
 def started_at(run_dir: Path) -> float | None:

@@ -132,3 +132,20 @@ def test_a_failing_event_writer_leaves_the_run_complete(cli, tiny_hotdog, tmp_pa
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"
     warnings = [r for r in caplog.records if r.name == "cvtool.engine.tensorboard"]
     assert len(warnings) == 1 and "No space left on device" in warnings[0].getMessage()
+
+
+def test_ssd_draws_its_boxes_per_epoch_for_the_board(tmp_path):
+    from cvtool import config as cfglib
+    from cvtool.data.bananas import synthesize
+    from cvtool.tasks import ssd
+
+    root = synthesize(tmp_path / "bananas", n_train=4, n_val=2, size=64, seed=3)
+    sets = [f"data.root={root}", "data.download=false", "data.image_size=64", "model.width=0.25"]
+    task = ssd.build(cfglib.load(ssd.Config, None, sets))
+    board = tensorboard.Board(tmp_path / "run", every_steps=1)
+    board.epoch({"val_map50": 0.0}, 1, pictures=lambda: task.pictures(task.model.eval(), torch.device("cpu")))
+    board.close()
+    acc = events(tmp_path / "run")
+    assert acc.Tags()["images"] == ["predictions"]
+    picture = acc.Images("predictions")[0]
+    assert picture.step == 1 and picture.width >= 2 * 256
