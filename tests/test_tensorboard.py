@@ -149,3 +149,22 @@ def test_ssd_draws_its_boxes_per_epoch_for_the_board(tmp_path):
     assert acc.Tags()["images"] == ["predictions"]
     picture = acc.Images("predictions")[0]
     assert picture.step == 1 and picture.width >= 2 * 256
+
+
+def test_stylize_logs_its_losses_and_snapshots_with_a_run_dir(tmp_path, one_thread):
+    import numpy as np
+    from PIL import Image
+
+    from cvtool import config as cfglib
+    from cvtool.tasks import stylize as st
+
+    pixels = np.random.default_rng(0).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "content.png")
+    Image.fromarray(pixels[::-1]).save(tmp_path / "style.png")
+    cfg = cfglib.load(st.Config, None, ["model.weights=none", "image.size=[24,32]", "run.device=cpu",
+                                        "optim.steps=4", "run.save_every=2", "log.every_steps=2"])
+    st.stylize(cfg, tmp_path / "content.png", tmp_path / "style.png", tmp_path / "out.png", out_dir=tmp_path / "run")
+    acc = events(tmp_path / "run")
+    for loss in ("content", "style", "tv", "total"):
+        assert steps(acc, f"stylize/{loss}") == [2, 4], loss
+    assert [e.step for e in acc.Images("snapshot")] == [2, 4]

@@ -106,6 +106,12 @@ class Board:
             value = loss.item() if isinstance(loss, torch.Tensor) else float(loss)
             self.scalars({"train_loss": value, "lr": lr}, step, "step/")
 
+    def rows(self, rows: list[Mapping[str, Any]], x: str, prefix: str) -> None:
+        """Rows of per-step values (stylize's losses), every ``every_steps``-th by ``x``."""
+        for row in rows:
+            if int(row[x]) % self.every_steps == 0:
+                self.scalars({k: v for k, v in row.items() if k != x}, int(row[x]), prefix)
+
     def epoch(self, row: Mapping[str, Any], step: int,
               pictures: Callable[[], Mapping[str, torch.Tensor]] | None = None) -> None:
         """One metrics.csv row, and the task's pictures (drawn only when the board is on)."""
