@@ -8,6 +8,7 @@ what is shown.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,13 +134,17 @@ def draw(loaded: list[Loaded], names: list[str], groups: dict[str, list[str]], x
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        low, high = ax.dataLim.y0, ax.dataLim.y1
+        if low > 0 and high / low > 100:  # one diverging run would flatten the others
+            ax.set_yscale("log")
+            ax.set_ylabel(f"{metric} (log scale)")
     for ax in list(axes.flat)[len(groups):]:
         ax.set_axis_off()
-    handles = [plt.Line2D([], [], color=colors[i % len(colors)], label=name) for i, name in enumerate(names)]
-    handles += [plt.Line2D([], [], color="grey", linestyle="--", label="train"),
-                plt.Line2D([], [], color="grey", linestyle="-", label="val")]
+    handles = [plt.Line2D([], [], color="grey", linestyle="--", label="train"),
+               plt.Line2D([], [], color="grey", linestyle="-", label="val")]
+    handles += [plt.Line2D([], [], color=colors[i % len(colors)], label=name) for i, name in enumerate(names)]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3), fontsize="small", frameon=False)
-    fig.suptitle(title)
+    fig.suptitle("\n".join(textwrap.wrap(title, width=int(5.2 * cols * 11))))
     legend_rows = -(-len(handles) // 3)
     fig.tight_layout(rect=(0, min(0.4, 0.06 * legend_rows + 0.02), 1, 1))
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -149,7 +154,8 @@ def draw(loaded: list[Loaded], names: list[str], groups: dict[str, list[str]], x
     return path
 
 
-def compare(run_dirs: list[Path], metric: str | None = None, out: Path = Path("compare.png")) -> dict[str, Any]:
+def compare(run_dirs: list[Path], metric: str | None = None, out: Path = Path("compare.png"),
+            title: str | None = None) -> dict[str, Any]:
     """Overlay the runs' curves into ``out``; the result names the differing keys and each run's best."""
     if len(run_dirs) < 2:
         raise InputError("compare needs at least two runs")
@@ -175,6 +181,6 @@ def compare(run_dirs: list[Path], metric: str | None = None, out: Path = Path("c
         value, at = best_of(run.rows, metric, mode, x)
         table.append({"run_dir": str(run.run_dir), "label": name, "best": value, x: at,
                       "epochs": max((r.get(x, 0) for r in run.rows), default=0)})
-    draw(loaded, names, groups, x, out, f"{tasks[0]}: {len(loaded)} runs (best {metric}: {mode})")
+    draw(loaded, names, groups, x, out, title or f"{tasks[0]}: {len(loaded)} runs (best {metric}: {mode})")
     return {"task": tasks[0], "metric": metric, "mode": mode, "x": x, "runs": table,
             "differing": diff, "picture": str(out)}

@@ -65,12 +65,13 @@ def compare(
     run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories of the same task."),
     metric: Optional[str] = typer.Option(None, "--metric", help="Metric of the table (default: the runs' best metric)."),
     out: Path = typer.Option(Path("compare.png"), "--out", "-o", help="Picture to write."),
+    title: Optional[str] = typer.Option(None, "--title", help="The picture's title (default: task and metric)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON result object on stdout."),
 ) -> None:
     """Overlay runs' curves in one picture; table the best --metric; name the config keys that differ."""
     from cvtool.compare import compare as run_compare
 
-    result = run_compare(run_dirs, metric, out)
+    result = run_compare(run_dirs, metric, out, title)
     if as_json:
         sys.stdout.write(json.dumps(result, default=str) + "\n")
         return
