@@ -151,6 +151,30 @@ def test_ssd_draws_its_boxes_per_epoch_for_the_board(tmp_path):
     assert picture.step == 1 and picture.width >= 2 * 256
 
 
+def test_fcn_draws_image_truth_and_prediction_per_epoch_for_the_board(tmp_path, one_thread):
+    import numpy as np
+
+    from cvtool import config as cfglib
+    from cvtool.data import voc
+    from cvtool.tasks import fcn
+
+    root = voc.synthesize(tmp_path / "VOCdevkit", n_train=2, n_val=3, size=48, classes=3)
+    cfg = cfglib.load(fcn.Config, None, [f"data.root={root}", "data.download=false", "data.crop_size=[32, 48]",
+                                         "model.weights=null", "model.width=8", "model.num_classes=4"])
+    task = fcn.build(cfg)
+    board = tensorboard.Board(tmp_path / "run", every_steps=1)
+    board.epoch({"val_miou": 0.0}, 2, pictures=lambda: task.pictures(task.model.eval(), torch.device("cpu")))
+    board.close()
+    picture = events(tmp_path / "run").Images("predictions")[0]
+    assert picture.step == 2 and picture.height == 3 * 160 + 2 * 4  # one row per validation image
+    grid = task.pictures(task.model.eval(), torch.device("cpu"))["predictions"]
+    image, truth = fcn.first_samples(task.val_data)(1)[0]
+    width = round(image.shape[-1] * 160 / image.shape[-2])
+    truth_panel = grid[:, :160, width + 4:2 * width + 4]  # row 1: image | gap | truth | gap | prediction
+    colours = {tuple(px) for px in np.unique(truth_panel.reshape(3, -1).T.numpy(), axis=0).tolist()}
+    assert colours == {tuple(c) for c in voc.PALETTE[np.unique(truth.numpy())].tolist()}  # nearest: no blends
+
+
 def test_stylize_logs_its_losses_and_snapshots_with_a_run_dir(tmp_path, one_thread):
     import numpy as np
     from PIL import Image

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from cvtool.commands.common import JSON_HELP, emit
 from cvtool.runs import RunInfo
 
 
@@ -51,7 +50,7 @@ def runs(
 
     infos = list_runs(list(folders or [Path("runs")]), task)
     if as_json:
-        sys.stdout.write(json.dumps([i.to_json() for i in infos], default=str) + "\n")
+        emit([i.to_json() for i in infos], True)
         return
     if not infos:
         typer.echo(f"no runs under {', '.join(map(str, folders or [Path('runs')]))}"
@@ -66,14 +65,14 @@ def compare(
     metric: Optional[str] = typer.Option(None, "--metric", help="Metric of the table (default: the runs' best metric)."),
     out: Path = typer.Option(Path("compare.png"), "--out", "-o", help="Picture to write."),
     title: Optional[str] = typer.Option(None, "--title", help="The picture's title (default: task and metric)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON result object on stdout."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Overlay runs' curves in one picture; table the best --metric; name the config keys that differ."""
     from cvtool.compare import compare as run_compare
 
     result = run_compare(run_dirs, metric, out, title)
     if as_json:
-        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        emit(result, True)
         return
     x = result["x"]
     rows = [[r["label"], value(r["best"]), "-" if r[x] is None else f"{r[x]:g}", r["run_dir"]] for r in result["runs"]]
