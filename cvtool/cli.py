@@ -19,7 +19,7 @@ import traceback
 import typer
 
 import cvtool
-from cvtool.commands import config, data, evaluate, export, predict, stylize, train
+from cvtool.commands import config, data, evaluate, export, predict, runs, stylize, train
 from cvtool.commands.common import one_line, unexpected
 from cvtool.engine import runtime
 from cvtool.engine.run import RESUME_LAST
@@ -47,7 +47,7 @@ def make_app() -> typer.Typer:
     app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                       help="Train and run the classic computer-vision tasks end to end.")
     app.callback()(root)
-    for group in (train, stylize, predict, evaluate, config, data, export):
+    for group in (train, stylize, predict, evaluate, config, data, export, runs):
         group.register(app)
     return app
 

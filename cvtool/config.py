@@ -90,9 +90,19 @@ class TrainConfig:
         None, "at most this many train and validation batches per epoch (smoke runs); null = all", ge=1)
 
 
+@dataclass
+class LogConfig:
+    """TensorBoard event files in the run directory (view them: tensorboard --logdir runs)."""
+
+    tensorboard: bool = opt(True, "write TensorBoard event files: metrics.csv per epoch, loss and lr per "
+                                  "every_steps, the task's pictures, hparams")
+    every_steps: int = opt(50, "train loss and lr every N optimizer steps", ge=1)
+
+
 class TaskConfig(Protocol):
     """What the trainer reads from every trainable task's config; each task's ``Config``
-    dataclass has these four sections (subclasses of the ones above) plus its own."""
+    dataclass has these four sections (subclasses of the ones above) plus its own; a ``log``
+    section (LogConfig) is optional: without one the run writes no TensorBoard events."""
 
     data: DataConfig
     optim: OptimConfig

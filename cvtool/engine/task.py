@@ -51,4 +51,6 @@ class Task:
     param_groups: Callable[[nn.Module], list[dict]] | None = None
     train_mode: Callable[[nn.Module], None] | None = None
     finish: Callable[[nn.Module, Path, torch.device], dict[str, str]] | None = None
+    # per-epoch pictures for TensorBoard (tag -> CHW image), called under no_grad with the model in eval mode
+    pictures: Callable[[nn.Module, torch.device], dict[str, torch.Tensor]] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)

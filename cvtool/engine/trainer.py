@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cvtool import config as cfglib
-from cvtool.engine import checkpoint, plots, rundir, runtime
+from cvtool.engine import checkpoint, plots, rundir, runtime, tensorboard
 from cvtool.engine.evaluation import evaluate, loader_options, val_loader
 from cvtool.engine.optim import build_optimizer, lr_factor
 from cvtool.engine.placement import place, to_device, wrap
@@ -93,6 +93,10 @@ class Trainer:
         self.step_in_epoch = 0
         self.partial: dict[str, Any] = {}
         self.skipped = 0
+        self.board = tensorboard.Board(None)
+
+    def global_step(self) -> int:
+        return self.epoch * self.steps_per_epoch + self.step_in_epoch
 
     def limit(self, n: int) -> int:
         return n if self.tc.max_steps is None else min(n, self.tc.max_steps)
@@ -170,6 +174,8 @@ class Trainer:
             env["processes"] = self.procs.world
             rundir.write_json(run_dir / "env.json", env)
             self.metrics.start(keep_through_epoch=self.epoch)
+        self.board = tensorboard.Board.for_run(run_dir, getattr(self.cfg, "log", None), self.main,
+                                               self.global_step() if resume is not None else None)
         try:
             while self.epoch < self.tc.epochs:
                 self.train_epoch(stop)
@@ -180,6 +186,8 @@ class Trainer:
         except BaseException as exc:
             self.write_summary("failed", error=str(exc) or type(exc).__name__)
             raise
+        finally:
+            self.board.close()
 
     def train_epoch(self, stop: runtime.StopFlag) -> None:
         epoch = self.epoch + 1
@@ -208,6 +216,8 @@ class Trainer:
                 else:
                     sums[name] = [value.detach().float(), count]
             step += 1
+            self.board.train_step((epoch - 1) * self.steps_per_epoch + step, out.loss,
+                                  self.optimizer.param_groups[0]["lr"])
             self.check_loss(sums["loss"][0], epoch, step)
             self.reporter.step(f"loss {out.loss.item():.4f}" if step % 10 == 0 and not self.reporter.plain else "")
             if step < self.steps_per_epoch and self.stopping(stop, step):
@@ -229,6 +239,8 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.partial = epoch, 0, {}
         if self.main:
             self.metrics.append(self.last_row)
+        self.board.epoch(self.last_row, self.global_step(),
+                         self.task.pictures and (lambda: self.task.pictures(self.model, self.device)))
         if self.improved(row.get(self.task.best_metric)):
             self.best.update(value=row[self.task.best_metric], epoch=epoch)
             self.save("best.pt")
@@ -338,6 +350,9 @@ class Trainer:
                 artifacts.update(self.task.finish(self.model, self.run.run_dir, self.device))
         curves = plots.curves(self.metrics.read(), self.run.run_dir / "curves.png")
         artifacts["curves"] = str(curves)
+        self.board.complete(cfglib.to_dict(self.cfg),
+                            {**self.last_row, f"best_{self.best['metric']}": self.best["value"]},
+                            artifacts, self.global_step())
         return self.write_summary("completed", artifacts=artifacts)
 
     def write_summary(self, status: str, error: str | None = None,

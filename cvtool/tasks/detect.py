@@ -37,6 +37,7 @@ class Detection(NamedTuple):
 Detector = Callable[[nn.Module, list[torch.Tensor], torch.device], list[Detection]]
 # The first n validation images as (uint8 (3, H, W), true boxes (M, 4) in its pixels) pairs.
 Samples = Callable[[int], list[tuple[torch.Tensor, torch.Tensor]]]
+EPOCH_PICTURES = 8  # images in the per-epoch TensorBoard grid
 
 
 def class_name(classes: list[str], k: int) -> str:
@@ -83,18 +84,35 @@ def draw(image: torch.Tensor, found: Detection, threshold: float, classes: list[
     return image
 
 
-def make_finish(detector: Detector, samples: Samples, classes: list[str], threshold: float, count: int = 16):
-    """The task's ``finish``: predictions.png, validation images with true and found boxes."""
+def make_grid_of(detector: Detector, samples: Samples, classes: list[str], threshold: float, count: int = 16):
+    """A function drawing the first ``count`` validation images with true and found boxes as one
+    uint8 (3, H, W) grid: the picture behind predictions.png and the per-epoch TensorBoard image."""
 
-    def finish(model: nn.Module, run_dir: Path, device: torch.device) -> dict[str, str]:
+    def grid(model: nn.Module, device: torch.device) -> torch.Tensor:
         pairs = samples(count)
         found = detect_all(detector, model, [image for image, _ in pairs], device)
         tiles = [draw(image, f, threshold, classes, truth=truth, min_side=256)
                  for (image, truth), f in zip(pairs, found)]
-        grid = make_grid(torch.stack(tiles), nrow=min(4, len(tiles)), padding=4, pad_value=255)
-        return {"predictions": str(save_png(run_dir / "predictions.png", grid))}
+        return make_grid(torch.stack(tiles), nrow=min(4, len(tiles)), padding=4, pad_value=255)
+
+    return grid
+
+
+def make_finish(detector: Detector, samples: Samples, classes: list[str], threshold: float, count: int = 16):
+    """The task's ``finish``: predictions.png, validation images with true and found boxes."""
+    grid = make_grid_of(detector, samples, classes, threshold, count)
+
+    def finish(model: nn.Module, run_dir: Path, device: torch.device) -> dict[str, str]:
+        return {"predictions": str(save_png(run_dir / "predictions.png", grid(model, device)))}
 
     return finish
+
+
+def make_pictures(detector: Detector, samples: Samples, classes: list[str], threshold: float,
+                  count: int = EPOCH_PICTURES):
+    """The task's ``pictures``: the same grid each epoch, fewer images so event files stay small."""
+    grid = make_grid_of(detector, samples, classes, threshold, count)
+    return lambda model, device: {"predictions": grid(model, device)}
 
 
 @torch.no_grad()

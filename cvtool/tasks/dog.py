@@ -100,6 +100,7 @@ class Config:
     optim: Optim = field(default_factory=Optim)
     sched: c.SchedConfig = field(default_factory=lambda: c.SchedConfig(name="step", step_size=2, gamma=0.9))
     train: c.TrainConfig = field(default_factory=lambda: c.TrainConfig(epochs=10))
+    log: c.LogConfig = field(default_factory=c.LogConfig)
 
 
 # --------------------------------------------------------------------------- model

@@ -74,6 +74,7 @@ class Config:
     optim: Optim = field(default_factory=Optim)
     sched: c.SchedConfig = field(default_factory=c.SchedConfig)
     train: c.TrainConfig = field(default_factory=c.TrainConfig)
+    log: c.LogConfig = field(default_factory=c.LogConfig)
 
 
 def class_names(num_classes: int) -> list[str]:
@@ -158,10 +159,12 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     load_pretrained(model, m.weights)
     classes = class_names(m.num_classes)
     finish = segment.make_finish(forward, labels(classes), first_samples(val))
+    pictures = segment.make_pictures(forward, labels(classes), first_samples(val))
     return Task(
         name=SPEC.command, config=cfg, model=model, train_data=train, val_data=val,
         train_step=train_step, evaluate=make_evaluate(classes), columns=COLUMNS,
         best_metric="val_miou", best_mode="max", collate_fn=voc.pad_collate, finish=finish,
+        pictures=pictures,
         metadata={"classes": classes, "dropped_small_images": {"train": train.dropped, "val": val.dropped},
                   "skipped_images": train.skipped + val.skipped},
     )

@@ -62,6 +62,7 @@ class Config:
     optim: c.OptimConfig = field(default_factory=lambda: c.OptimConfig(lr=5e-5 * 128, weight_decay=1e-3 / 128))
     sched: c.SchedConfig = field(default_factory=c.SchedConfig)
     train: c.TrainConfig = field(default_factory=lambda: c.TrainConfig(epochs=5))
+    log: c.LogConfig = field(default_factory=c.LogConfig)
 
 
 def build_model(cfg: Config, weights: str | None = None) -> nn.Module:

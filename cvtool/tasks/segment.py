@@ -156,6 +156,36 @@ def prediction_grid(model: nn.Module, samples: list[tuple[torch.Tensor, torch.Te
     return path
 
 
+def to_height(panel: torch.Tensor, height: int, mode: str) -> torch.Tensor:
+    """uint8 (3, H, W) scaled to ``height`` rows, aspect kept (masks ``nearest``, so no new colours)."""
+    width = max(1, round(panel.shape[-1] * height / panel.shape[-2]))
+    scaled = F.interpolate(panel[None].float(), size=(height, width), mode=mode)
+    return scaled[0].round().clamp(0, 255).to(torch.uint8)
+
+
+def mask_grid(model: nn.Module, samples: list[tuple[torch.Tensor, torch.Tensor]], labels: Labels,
+              forward: Forward, device: torch.device, height: int = 160, gap: int = 4) -> torch.Tensor:
+    """image | truth | prediction, one row per sample, as one uint8 (3, H, W) picture on white."""
+    rows = []
+    for image, truth in samples:
+        pred = segment(model, image, device, forward)
+        masks = [torch.from_numpy(labels.colorize(m)).permute(2, 0, 1) for m in (truth, pred)]
+        panels = [to_height(image, height, "bilinear"), *(to_height(m, height, "nearest") for m in masks)]
+        rows.append(torch.cat([p for panel in panels for p in (panel, white(height, gap))][:-1], dim=2))
+    width = max(row.shape[-1] for row in rows)
+    padded = [torch.cat([row, white(height, width - row.shape[-1])], dim=2) for row in rows]
+    return torch.cat([p for row in padded for p in (row, white(gap, width))][:-1], dim=1)
+
+
+def white(height: int, width: int) -> torch.Tensor:
+    return torch.full((3, height, width), 255, dtype=torch.uint8)
+
+
+def make_pictures(forward: Forward, labels: Labels, samples: Samples, count: int = PICTURES):
+    """The task's ``pictures``: each epoch, the first validation images, their truth and prediction."""
+    return lambda model, device: {"predictions": mask_grid(model, samples(count), labels, forward, device)}
+
+
 def make_finish(forward: Forward, labels: Labels, samples: Samples, count: int = PICTURES):
     """The task's ``finish``: predictions.png for the first ``count`` validation samples."""
 

@@ -91,6 +91,7 @@ class Config:
     optim: Optim = field(default_factory=Optim)
     sched: c.SchedConfig = field(default_factory=c.SchedConfig)
     train: Train = field(default_factory=Train)
+    log: c.LogConfig = field(default_factory=c.LogConfig)
 
 
 def build_model(cfg: Config) -> TinySSD:
@@ -246,14 +247,14 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     val = BananaDataset(root, "val", d.image_size, num_classes=cfg.model.num_classes, skip_bad=skip)
     model = build_model(cfg)
     anchors = model.anchors_for(d.image_size, d.image_size)
+    pictures = (make_detector(cfg.detect, d.image_size), first_samples(val), list(d.classes), cfg.detect.draw_threshold)
     return Task(
         name=SPEC.command, config=cfg, model=model,
         train_data=train if train.augment else WithTargets(train, anchors),
         val_data=WithTargets(val, anchors),
         train_step=train_step, evaluate=make_evaluate(cfg), columns=COLUMNS,
         best_metric="val_map50", best_mode="max",
-        finish=detect.make_finish(make_detector(cfg.detect, d.image_size), first_samples(val), list(d.classes),
-                                  cfg.detect.draw_threshold),
+        finish=detect.make_finish(*pictures), pictures=detect.make_pictures(*pictures),
         metadata={"classes": list(d.classes), "image_size": d.image_size,
                   "skipped_images": train.skipped + val.skipped},
     )

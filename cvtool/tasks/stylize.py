@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 
 from cvtool import config as c
-from cvtool.engine import rundir, runtime
+from cvtool.engine import rundir, runtime, tensorboard
 from cvtool.engine.progress import Reporter
 from cvtool.errors import InputError, Interrupted
 from cvtool.models import vgg
@@ -96,6 +96,7 @@ class Config:
     loss: Loss = field(default_factory=Loss)
     optim: Optim = field(default_factory=Optim)
     run: Run = field(default_factory=Run)
+    log: c.LogConfig = field(default_factory=c.LogConfig)
 
 
 # --------------------------------------------------------------------------- sizes
@@ -252,8 +253,9 @@ def stylize(cfg: Config, content_path: str | Path, style_path: str | Path, outpu
     run_dir = rundir.choose(SPEC.command, str(out_dir), resuming=False) if out_dir is not None else None
     net, warnings = load_network(cfg, p.device, reporter)
     metrics, snapshots_dir = open_run_dir(cfg, run_dir, p.device, argv or [])
+    board = tensorboard.Board(run_dir, cfg.log.tensorboard, cfg.log.every_steps)
     run = Optimisation(cfg, net, p.content.to(p.device), p.style.to(p.device), p.out_hw, p.device, p.dtype,
-                       reporter, metrics, snapshots_dir)
+                       reporter, metrics, snapshots_dir, board)
     reporter.info(f"stylize: {content_path} in the style of {style_path} -> {p.output} "
                   f"{p.out_hw[0]}x{p.out_hw[1]}, {cfg.optim.steps} steps"
                   + (f" over {len(p.sizes)} scales" if len(p.sizes) > 1 else "")
@@ -273,6 +275,7 @@ def stylize(cfg: Config, content_path: str | Path, style_path: str | Path, outpu
         raise Interrupted(f"stylize stopped at step {run.done}/{cfg.optim.steps}; {p.output} was not written") from None
     finally:
         reporter.stop_bar()
+        board.close()
     result = summary(p, run, seconds, warnings, run_dir)
     if run_dir is not None:
         rundir.write_json(run_dir / "summary.json", result)

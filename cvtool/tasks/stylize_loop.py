@@ -1,7 +1,7 @@
 """stylize's optimisation: targets once per scale, then Adam steps on the image's pixels.
 
 Losses stay on the device and are read back FLUSH_EVERY steps at a time (one sync each),
-for the metrics log, the progress line and the divergence check.
+for the metrics log, the TensorBoard board, the progress line and the divergence check.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cvtool.engine import rundir, runtime
+from cvtool.engine import rundir, runtime, tensorboard
 from cvtool.engine.progress import Reporter, fmt
 from cvtool.errors import InputError
 from cvtool.models import vgg
@@ -120,10 +120,12 @@ class Optimisation:
 
     def __init__(self, cfg: Config, net: vgg.VGGFeatures, content: torch.Tensor, style: torch.Tensor,
                  out_hw: tuple[int, int], device: torch.device, dtype: torch.dtype | None,
-                 reporter: Reporter, metrics: rundir.MetricsLog | None, snapshots_dir: Path | None):
+                 reporter: Reporter, metrics: rundir.MetricsLog | None, snapshots_dir: Path | None,
+                 board: tensorboard.Board | None = None):
         self.cfg, self.net, self.out_hw = cfg, net, out_hw
         self.device, self.dtype = device, dtype
         self.reporter, self.metrics, self.snapshots_dir = reporter, metrics, snapshots_dir
+        self.board = board or tensorboard.Board(None)
         self.memory_format = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
         self.chroma = resize(content, out_hw)
         if cfg.image.preserve_color:
@@ -182,6 +184,7 @@ class Optimisation:
                 path = self.snapshots_dir / f"step_{self.done:05d}.png"
                 save_image(self.picture(), path)
                 self.snapshots.append(str(path))
+                self.board.images({"snapshot": path}, self.done)
         self.reporter.stop_bar()
 
     def record(self, pending: list[torch.Tensor]) -> str:
@@ -189,5 +192,6 @@ class Optimisation:
         rows = flush(pending, self.done)
         if self.metrics is not None:
             self.metrics.append(*rows)
+        self.board.rows(rows, "step", "stylize/")
         self.last = rows[-1]
         return report_losses(self.reporter, self.last, self.cfg.optim.steps)

@@ -1,0 +1,93 @@
+"""``cvtool runs`` and ``cvtool compare``: the runs already on disk, listed and overlaid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cvtool.commands.common import JSON_HELP, emit
+from cvtool.runs import RunInfo
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def value(number: float | None, digits: int = 4) -> str:
+    return "-" if number is None else f"{number:.{digits}g}"
+
+
+def row(info: RunInfo) -> list[str]:
+    epochs = "-" if info.epochs_done is None else f"{info.epochs_done}/{info.epochs if info.epochs else '?'}"
+    best = "-"
+    if info.best_value is not None:
+        best = f"{info.best_metric}={value(info.best_value)}@{info.best_epoch}"
+    status = info.status if info.reason is None else f"{info.status}: {info.reason}"
+    started = (info.to_json()["started_iso"] or "-")[:16]
+    return [info.task or "?", status, epochs, best, value(info.images_per_second, 3), duration(info.wall_seconds),
+            started, info.run_dir]
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    return "\n".join(lines)
+
+
+def runs(
+    folders: Optional[list[Path]] = typer.Argument(None, help="Folders holding run directories (default runs/)."),
+    task: Optional[str] = typer.Option(None, "--task", help="Only this task's runs, e.g. finetune-hotdog."),
+    as_json: bool = typer.Option(False, "--json", help="Print the runs as one JSON list."),
+) -> None:
+    """List the runs under the folders: status, epochs, best metric, speed, time; oldest first."""
+    from cvtool.runs import list_runs
+
+    infos = list_runs(list(folders or [Path("runs")]), task)
+    if as_json:
+        emit([i.to_json() for i in infos], True)
+        return
+    if not infos:
+        typer.echo(f"no runs under {', '.join(map(str, folders or [Path('runs')]))}"
+                   + (f" for {task}" if task else ""))
+        return
+    header = ["task", "status", "epochs", "best", "img/s", "wall", "started", "run dir"]
+    typer.echo(table([row(i) for i in infos], header))
+
+
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories of the same task."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Metric of the table (default: the runs' best metric)."),
+    out: Path = typer.Option(Path("compare.png"), "--out", "-o", help="Picture to write."),
+    title: Optional[str] = typer.Option(None, "--title", help="The picture's title (default: task and metric)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Overlay runs' curves in one picture; table the best --metric; name the config keys that differ."""
+    from cvtool.compare import compare as run_compare
+
+    result = run_compare(run_dirs, metric, out, title)
+    if as_json:
+        emit(result, True)
+        return
+    x = result["x"]
+    rows = [[r["label"], value(r["best"]), "-" if r[x] is None else f"{r[x]:g}", r["run_dir"]] for r in result["runs"]]
+    typer.echo(table(rows, ["run", f"best {result['metric']} ({result['mode']})", f"at {x}", "run dir"]))
+    diff = result["differing"]
+    if diff:
+        typer.echo("config keys that differ:")
+        width = max(map(len, diff))
+        for key, values in diff.items():
+            typer.echo(f"  {key:<{width}}  {' | '.join(map(str, values))}")
+    else:
+        typer.echo("the runs' configs are identical")
+    typer.echo(f"wrote {result['picture']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("runs")(runs)
+    app.command("compare")(compare)

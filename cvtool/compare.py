@@ -1,0 +1,186 @@
+"""`cvtool compare`: several runs of one task, side by side.
+
+The picture overlays each metric the runs share (train dashed, val solid, one colour per
+run) and names every run by the config values that set it apart, since "exp3" says
+nothing; the config keys that are equal everywhere are left out, so what was varied is
+what is shown.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from cvtool import runs as runlib  # noqa: E402
+from cvtool.errors import InputError  # noqa: E402
+
+NOT_CURVES = {"epoch", "step", "lr", "epoch_seconds", "images_per_second"}
+LEGEND_KEYS = 3  # differing keys named in a legend entry; the rest are in the table
+
+
+@dataclass
+class Loaded:
+    run_dir: Path
+    task: str
+    config: dict[str, Any]
+    rows: list[dict[str, float]]
+    best: dict[str, Any]
+
+
+def load(run_dir: Path) -> Loaded:
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir} is not a run directory (not a folder)")
+    if not (run_dir / "metrics.csv").is_file():
+        raise InputError(f"{run_dir} is not a run directory (no metrics.csv)")
+    config = runlib.read_config(run_dir)
+    info = runlib.read_run(run_dir)
+    if info.status == "unreadable":
+        raise InputError(f"{run_dir}: {info.reason}")
+    if info.task is None:
+        raise InputError(f"{run_dir}: cannot tell which task it ran (no summary.json or env.json)")
+    best = {"metric": info.best_metric}
+    if info.best_metric is not None:
+        summary = runlib.read_json(run_dir / "summary.json")
+        best["mode"] = (summary.get("best") or {}).get("mode")
+    return Loaded(run_dir, info.task, flatten(config), runlib.read_metrics(run_dir), best)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def differing(loaded: list[Loaded]) -> dict[str, list[Any]]:
+    """Config keys whose values are not the same in every run, with each run's value."""
+    keys = sorted(set().union(*(r.config for r in loaded)))
+    out = {}
+    for key in keys:
+        values = [r.config.get(key, "(absent)") for r in loaded]
+        if any(v != values[0] for v in values[1:]):
+            out[key] = values
+    return out
+
+
+def labels(loaded: list[Loaded], diff: dict[str, list[Any]]) -> list[str]:
+    """Each run named by its differing values (the last key part when that is unambiguous)."""
+    if not diff:
+        return [r.run_dir.name for r in loaded]
+    shown = list(diff)[:LEGEND_KEYS]
+    tails = [k.split(".")[-1] for k in shown]
+    names = tails if len(set(tails)) == len(tails) else shown
+    more = f" (+{len(diff) - len(shown)} more)" if len(diff) > len(shown) else ""
+    out = [", ".join(f"{n}={diff[k][i]}" for n, k in zip(names, shown)) + more for i in range(len(loaded))]
+    if len(set(out)) < len(out):
+        out = [f"{r.run_dir.name}: {label}" for r, label in zip(loaded, out)]
+    return out
+
+
+def mode_of(metric: str, loaded: list[Loaded]) -> str:
+    for r in loaded:
+        if r.best.get("metric") == metric and r.best.get("mode") in ("min", "max"):
+            return r.best["mode"]
+    return "min" if "loss" in metric else "max"
+
+
+def best_of(rows: list[dict[str, float]], metric: str, mode: str, x: str) -> tuple[float | None, float | None]:
+    points = [(r[metric], r.get(x)) for r in rows if metric in r]
+    if not points:
+        return None, None
+    value, at = (min if mode == "min" else max)(points, key=lambda p: p[0])
+    return value, at
+
+
+def panels(loaded: list[Loaded]) -> dict[str, list[str]]:
+    """Metric name -> the shared columns it is drawn from, e.g. loss -> [train_loss, val_loss]."""
+    shared = set.intersection(*(set().union(*(r.keys() for r in run.rows)) if run.rows else set()
+                                for run in loaded))
+    groups: dict[str, list[str]] = {}
+    for column in sorted(shared - NOT_CURVES):
+        base = column.split("_", 1)[1] if column.startswith(("train_", "val_")) else column
+        groups.setdefault(base, []).append(column)
+    return groups
+
+
+def draw(loaded: list[Loaded], names: list[str], groups: dict[str, list[str]], x: str, path: Path,
+         title: str) -> Path:
+    cols = min(3, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows + 0.9), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (metric, columns) in zip(axes.flat, groups.items()):
+        for i, run in enumerate(loaded):
+            for column in columns:
+                points = [(r[x], r[column]) for r in run.rows if x in r and column in r]
+                if not points:
+                    continue
+                xs, ys = zip(*points)
+                style = "--" if column.startswith("train_") else "-"
+                ax.plot(xs, ys, style, marker="o", markersize=3, color=colors[i % len(colors)])
+        ax.set_title(metric)
+        ax.set_xlabel(x)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        low, high = ax.dataLim.y0, ax.dataLim.y1
+        if low > 0 and high / low > 100:  # one diverging run would flatten the others
+            ax.set_yscale("log")
+            ax.set_ylabel(f"{metric} (log scale)")
+    for ax in list(axes.flat)[len(groups):]:
+        ax.set_axis_off()
+    handles = [plt.Line2D([], [], color="grey", linestyle="--", label="train"),
+               plt.Line2D([], [], color="grey", linestyle="-", label="val")]
+    handles += [plt.Line2D([], [], color=colors[i % len(colors)], label=name) for i, name in enumerate(names)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3), fontsize="small", frameon=False)
+    fig.suptitle("\n".join(textwrap.wrap(title, width=int(5.2 * cols * 11))))
+    legend_rows = -(-len(handles) // 3)
+    fig.tight_layout(rect=(0, min(0.4, 0.06 * legend_rows + 0.02), 1, 1))
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def compare(run_dirs: list[Path], metric: str | None = None, out: Path = Path("compare.png"),
+            title: str | None = None) -> dict[str, Any]:
+    """Overlay the runs' curves into ``out``; the result names the differing keys and each run's best."""
+    if len(run_dirs) < 2:
+        raise InputError("compare needs at least two runs")
+    loaded = [load(Path(d)) for d in run_dirs]
+    tasks = sorted({r.task for r in loaded})
+    if len(tasks) > 1:
+        which = ", ".join(f"{r.run_dir} ({r.task})" for r in loaded)
+        raise InputError(f"runs of different tasks cannot be compared: {which}")
+    metric = metric or loaded[0].best.get("metric")
+    columns = set().union(*(r.keys() for run in loaded for r in run.rows))
+    if metric is None or metric not in columns:
+        known = ", ".join(sorted(columns - NOT_CURVES)) or "none"
+        raise InputError(f"no run has the metric {metric}; their metrics: {known}")
+    x = "epoch" if all(any("epoch" in r for r in run.rows) for run in loaded) else "step"
+    groups = panels(loaded)
+    if not groups:
+        raise InputError("the runs share no metric to draw (has any of them finished an epoch?)")
+    diff = differing(loaded)
+    names = labels(loaded, diff)
+    mode = mode_of(metric, loaded)
+    table = []
+    for run, name in zip(loaded, names):
+        value, at = best_of(run.rows, metric, mode, x)
+        table.append({"run_dir": str(run.run_dir), "label": name, "best": value, x: at,
+                      "epochs": max((r.get(x, 0) for r in run.rows), default=0)})
+    draw(loaded, names, groups, x, out, title or f"{tasks[0]}: {len(loaded)} runs (best {metric}: {mode})")
+    return {"task": tasks[0], "metric": metric, "mode": mode, "x": x, "runs": table,
+            "differing": diff, "picture": str(out)}
