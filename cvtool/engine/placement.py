@@ -23,7 +23,9 @@ from cvtool.errors import InputError
 # most for large feature maps and least for 32-px inputs).
 #   stylize: VGG-19 at 300x450, 1.2x (8.8 vs 10.6 s a step; README's stylize table)
 #   detect:  TinySSD, faster with NHWC (configs/demo/ssd.yaml's setting, measured on the CPU)
-#   classify, segment: ResNet trunks; no gain measured, so NCHW until one is
+#   classify: ResNet-18 at 32 and 224 px, NHWC 0.86x and 0.90x (a first, loaded-machine reading:
+#             no gain), so NCHW
+#   segment:  FCN's ResNet-18 trunk, the classifiers' convolutions at larger maps; NCHW until measured
 # A family missing here (a plugin's) stays NCHW. On CUDA auto is NHWC (tensor cores), on MPS NCHW.
 CPU_CHANNELS_LAST = {"stylize": True, "detect": True, "classify": False, "segment": False}
 
