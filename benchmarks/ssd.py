@@ -34,7 +34,7 @@ def book_worker(args: argparse.Namespace) -> None:
     from cvtool import config as cfglib
     from cvtool.tasks import ssd
 
-    sets = [f"data.root={args.data}", "train.amp=off", "train.channels_last=false"] + args.sets
+    sets = [f"data.root={args.data}", 'train.amp="off"', "train.channels_last=false"] + args.sets
     cfg = cfglib.load(ssd.Config, benchlib.REPO / CONFIG, sets)
     task = ssd.build(cfg)
     model = task.model.train()

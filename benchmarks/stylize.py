@@ -123,7 +123,7 @@ def sync(device: torch.device) -> None:
 def bf16_ok(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu"
+    return device.type == "cpu" and runtime.cpu_has_native_bf16()  # emulated bf16 only shows the emulation
 
 
 def parse_args() -> argparse.Namespace:
