@@ -4,7 +4,7 @@ On a shared machine (a laptop, a CI runner, a box several jobs share) OpenMP thr
 outnumber the free cores wait on each other at every parallel region: one busy neighbour
 made a 2-thread demo epoch 3-4x slower, while one thread lost only what the lost core
 cost. So ``auto`` starts from the CPUs this process may use (its affinity) less the
-DataLoader workers that compete for them, and on Linux re-measures every couple of seconds
+DataLoader workers that compete for them, and on Linux re-measures every second
 how many cores other processes (and this run's own workers) keep busy, from /proc/stat and
 the process tree's CPU time, then sets ``torch.set_num_threads`` to what is left, with
 hysteresis. OpenMP's wait policy is PASSIVE (cvtool/__init__.py) so idle threads sleep
@@ -26,8 +26,10 @@ import torch
 
 import cvtool
 
-INTERVAL_S = 2.0  # between /proc readings: cheap, and quick enough to follow a neighbour
-CONFIRM = 2  # readings in a row that must agree before the thread count changes
+INTERVAL_S = 1.0  # between /proc readings: cheap, and quick enough to follow a neighbour
+# Readings in a row that must agree before the count changes: a neighbour that arrives costs
+# 3x while threads outnumber free cores, so one reading lowers the count; two raise it again.
+CONFIRM_DOWN, CONFIRM_UP = 1, 2
 
 
 @dataclass(frozen=True)
@@ -159,10 +161,11 @@ class ProcReader:
 
 class Adapter:
     """The decision alone (no I/O): threads = the CPUs other processes and this run's workers
-    leave free, rounded, at least 1; a new count only after ``confirm`` readings agree."""
+    leave free, rounded half up, at least 1; a lower count after ``down`` readings that agree,
+    a higher one after ``up``."""
 
-    def __init__(self, cpus: int, start: int, confirm: int = CONFIRM):
-        self.cpus, self.current, self.confirm = cpus, start, confirm
+    def __init__(self, cpus: int, start: int, down: int = CONFIRM_DOWN, up: int = CONFIRM_UP):
+        self.cpus, self.current, self.down, self.up = cpus, start, down, up
         self.candidate: int | None = None
         self.seen = 0
         self.others = 0.0
@@ -185,7 +188,7 @@ class Adapter:
             return self.current
         self.seen = self.seen + 1 if target == self.candidate else 1
         self.candidate = target
-        if self.seen >= self.confirm:
+        if self.seen >= (self.down if target < self.current else self.up):
             self.current, self.candidate, self.seen = target, None, 0
         return self.current
 
