@@ -1,6 +1,13 @@
 """Milliseconds per style-transfer step: the book's plain loop against cvtool's.
 
     PYTHONPATH=. python benchmarks/stylize.py [--device auto] [--steps N] [--sizes 300x450,512x512]
+    PYTHONPATH=. python benchmarks/stylize.py --quick --allow-busy   # smoke test
+
+``cvtool defaults`` is what `cvtool stylize` picks on this machine with train.amp,
+train.channels_last and train.threads at auto (bf16 only where the CPU has it natively,
+NHWC from the family table); goal (issue 20): >= 2x the book's loop. Both run in this
+process with the same thread count (the defaults' choice), so the ratio is the loop's and
+the settings', not the thread policy's (benchmarks/contention.py measures that).
 
 The book's loop: VGG-19 features[:29] whose weights still require gradients (so every
 backward also computes 10 M weight gradients nobody uses), fp32, NCHW. cvtool's: the
@@ -14,15 +21,17 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import statistics
 import time
 from collections.abc import Callable
 
+import benchlib  # noqa: I001  (before cvtool: keeps the original environment)
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cvtool.engine import runtime
+from cvtool.engine import placement, runtime, threads
 from cvtool.models import vgg
 from cvtool.ops import style as style_ops
 from cvtool.tasks import stylize as st
@@ -114,23 +123,49 @@ def sync(device: torch.device) -> None:
 def bf16_ok(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu"
+    return device.type == "cpu" and runtime.cpu_has_native_bf16()  # emulated bf16 only shows the emulation
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    benchlib.add_common(parser)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed steps per variant, in turns; the median counts (default --rounds on a CPU, 20 on a GPU)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--sizes", default="300x450,512x512")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: cvtool's auto)")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 variants")
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.steps, args.warmup = "32x32", 1, 1
+    return args
+
+
+def variants_for(body, book_net, content, style, device, use_bf16: bool):
+    default_dtype = runtime.amp_dtype(device, "auto")
+    default_nhwc = placement.channels_last_for("auto", device, "stylize")
+    out: list[tuple[str, Callable[[], Callable[[], None]]]] = [
+        ("book (fp32)", lambda: book_step(book_net, content, style, nn.Parameter(content.clone()))),
+        ("cvtool defaults", lambda: cvtool_step(body, content, style, device, default_dtype, default_nhwc)),
+        ("cvtool fp32", lambda: cvtool_step(body, content, style, device, None, False)),
+        ("cvtool fp32 channels_last", lambda: cvtool_step(body, content, style, device, None, True)),
+    ]
+    if use_bf16:
+        out += [
+            ("cvtool bf16", lambda: cvtool_step(body, content, style, device, torch.bfloat16, False)),
+            ("cvtool bf16 channels_last", lambda: cvtool_step(body, content, style, device, torch.bfloat16, True)),
+        ]
+    return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="timed steps per variant, in turns; the median counts (default 2 on a CPU, 20 on a GPU)")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--sizes", default="300x450,512x512")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 variants")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args()
+    record = benchlib.machine()
+    benchlib.check_load(record, args.allow_busy or args.quick)
+    torch.set_num_threads(args.threads or threads.choose("auto").threads)
     device = runtime.select_device(args.device)
-    steps = args.steps or (2 if device.type == "cpu" else 20)
+    steps = args.steps or (args.rounds if device.type == "cpu" else 20)
     runtime.configure(device, deterministic=False)
     torch.manual_seed(0)
     body = vgg.build_layers(vgg.tap_index(max(STYLE + CONTENT))).to(device)
@@ -138,25 +173,20 @@ def main() -> None:
     use_bf16 = bf16_ok(device) and not args.no_bf16
     print(f"device {runtime.device_name(device)}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"random VGG-19 weights; {args.warmup} warm-up + median of {steps} timed steps per variant, in turns")
-    print(f"{'size':>9}  {'variant':<24} {'ms/step':>9} {'vs book':>8}")
+    print(f"{'size':>9}  {'variant':<26} {'ms/step':>9} {'vs book':>8}")
+    rows = []
     for text in args.sizes.split(","):
         h, w = (int(v) for v in text.lower().split("x"))
         content = stylize_images.normalize(torch.rand(1, 3, h, w, device=device))
         style = stylize_images.normalize(torch.rand(1, 3, h, w, device=device))
-        variants: list[tuple[str, Callable[[], Callable[[], None]]]] = [
-            ("book (fp32)", lambda: book_step(book_net, content, style, nn.Parameter(content.clone()))),
-            ("cvtool fp32", lambda: cvtool_step(body, content, style, device, None, False)),
-            ("cvtool fp32 channels_last", lambda: cvtool_step(body, content, style, device, None, True)),
-        ]
-        if use_bf16:
-            variants += [
-                ("cvtool bf16", lambda: cvtool_step(body, content, style, device, torch.bfloat16, False)),
-                ("cvtool bf16 channels_last", lambda: cvtool_step(body, content, style, device, torch.bfloat16, True)),
-            ]
+        variants = variants_for(body, book_net, content, style, device, use_bf16)
         times = time_rounds([make() for _, make in variants], device, args.warmup, steps)
         for (name, _), ms in zip(variants, times):
-            print(f"{h:>4}x{w:<4}  {name:<24} {ms:>9.1f} {times[0] / ms:>7.2f}x", flush=True)
+            rows.append({"size": [h, w], "variant": name, "ms_per_step": ms, "vs_book": times[0] / ms})
+            print(f"{h:>4}x{w:<4}  {name:<26} {ms:>9.1f} {times[0] / ms:>7.2f}x", flush=True)
+    record.update(rows=rows, steps=steps, threads=torch.get_num_threads())
+    benchlib.finish(record, args.json)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

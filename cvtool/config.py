@@ -77,8 +77,14 @@ class TrainConfig:
     device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps (a missing device is an error)")
     seed: int = opt(0, "random seed for init, shuffling and augmentation", ge=0)
     amp: Literal["auto", "off", "bf16", "fp16"] = opt(
-        "auto", "mixed precision: auto = bf16 on CUDA when supported, off elsewhere")
-    channels_last: bool = opt(False, "NHWC memory format (faster convolutions on tensor cores)")
+        "auto", "mixed precision: auto = bf16 autocast on CUDA with bf16 and on CPUs with native bf16 "
+                "(AVX512-BF16, AMX), off elsewhere")
+    channels_last: bool | Literal["auto"] = opt(
+        "auto", "NHWC memory format: true, false, or auto = on a GPU, and on the CPU for the model families "
+                "where it measured faster (cvtool/engine/placement.py)")
+    threads: int | Literal["auto"] = opt(
+        "auto", "CPU threads for the math: N, or auto = the CPUs this process may use less DataLoader workers, "
+                "following other processes' load on Linux; OMP_NUM_THREADS, when set, replaces auto", ge=1)
     compile: bool = opt(False, "torch.compile the model")
     deterministic: bool = opt(False, "deterministic kernels (slower on GPU)")
     grad_clip: float | None = opt(None, "clip the gradient norm to this value; null = off", gt=0)
@@ -261,7 +267,11 @@ def coerce(key: str, kind: Any, value: Any, f: dataclasses.Field | None = None) 
                 return coerce(key, a, value, f)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0])
+        in_range = [e for e in errors if any(f" must be {op} " in e for op in (">=", ">", "<=", "<"))]
+        if in_range:  # the right kind of value, out of bounds
+            raise ConfigError(in_range[0])
+        wants = [e.split(" must be ", 1)[1].rsplit(", got ", 1)[0] for e in errors]
+        raise ConfigError(f"{key} must be {' or '.join(wants)}, got {value!r}")
     if origin is Literal:
         if value not in args:
             choices = " | ".join(map(str, args))

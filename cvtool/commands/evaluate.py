@@ -20,7 +20,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Score a checkpoint on its task's validation set, with the metrics training reports."""
-    from cvtool.engine import checkpoint, evaluation, runtime
+    from cvtool.engine import checkpoint, evaluation, placement, runtime, threads
 
     ckpt = checkpoint.load(checkpoint_path)
     command = ckpt["task"]
@@ -30,6 +30,8 @@ def evaluate(
     cfg = load_config(spec.config, None, overrides, {"train.device": device}, base=ckpt["config"],
                       settings=spec.eval_settings)
     dev = runtime.select_device(cfg.train.device)
+    cfg.train.channels_last = placement.channels_last_for(cfg.train.channels_last, dev, spec.family)
+    threads.start(cfg.train.threads, cfg.data.num_workers)
     runtime.seed_everything(cfg.train.seed)
     task = spec.build(cfg)
     trained_on = ckpt.get("metadata", {}).get("classes")

@@ -24,11 +24,15 @@ def predict(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Detection score threshold."),
     kaggle_test: Optional[Path] = typer.Option(None, "--kaggle-test", help="Kaggle test folder: write submission.csv."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    threads_opt: str = typer.Option("auto", "--threads", help="CPU threads: N, or auto (the CPUs this process "
+                                    "may use; OMP_NUM_THREADS, when set, replaces auto)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON list."),
 ) -> None:
     """Run a trained checkpoint, or a model `cvtool export` wrote, on images (it says which task it is)."""
-    from cvtool.engine import checkpoint, runtime
+    from cvtool.engine import checkpoint, runtime, threads
     from cvtool.export import predict as exported
+
+    threads.start(parse_threads(threads_opt), key="--threads")
 
     loaded = exported.load(checkpoint_path, device) if exported.is_export(checkpoint_path) else None
     ckpt = checkpoint.load(checkpoint_path) if loaded is None else {}
@@ -64,6 +68,14 @@ def predict(
         return
     for r in results:
         typer.echo(format_prediction(r))
+
+
+def parse_threads(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    if not text.strip().isdigit() or int(text) < 1:
+        raise InputError(f"--threads expects a whole number >= 1 or auto, got {text!r}")
+    return int(text)
 
 
 def check_option(spec: TaskSpec, path: Path, option: str) -> None:

@@ -34,7 +34,7 @@ def train(spec: TaskSpec, config: Optional[Path], overrides: list[str], out: Opt
 
     result = run.train(spec.command, spec.build, cfg, out=out, argv=["cvtool", *sys.argv[1:]],
                        stream=sys.stderr if as_json else sys.stdout, resume_from=ckpt, resume_path=path,
-                       on_stop=on_stop)
+                       on_stop=on_stop, family=spec.family)
     if result.main:
         report(result, as_json)
 

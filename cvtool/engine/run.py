@@ -6,12 +6,13 @@ the run executes (torchrun ranks, barriers around dataset preparation, seeding) 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from cvtool import config as cfglib
-from cvtool.engine import checkpoint, rundir, runtime
+from cvtool.engine import checkpoint, placement, rundir, runtime, threads
 from cvtool.engine.progress import Reporter
 from cvtool.engine.task import Task
 from cvtool.engine.trainer import Run, Trainer
@@ -68,20 +69,40 @@ def build_once(build: Callable[..., Task], cfg: cfglib.TaskConfig, procs: runtim
     return task
 
 
+def thread_policy(cfg: cfglib.TaskConfig, procs: runtime.Processes) -> threads.Policy:
+    """``train.threads``; processes that torchrun starts on one machine share its CPUs."""
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", procs.world)))
+    choice = threads.choose(cfg.train.threads, cfg.data.num_workers, cpus=max(1, threads.usable_cpus() // local))
+    return threads.Policy(choice)
+
+
+def header(command: str, task: Task, dev: Any, procs: runtime.Processes, policy: threads.Policy,
+           run_dir: Path) -> str:
+    """The run's first line: sizes, where and how the math runs, where the files go."""
+    dtype = runtime.amp_dtype(dev, task.config.train.amp)
+    how = [str(dtype).removeprefix("torch.") if dtype else "fp32",
+           "channels_last" if task.config.train.channels_last is True else "NCHW",
+           f"{policy.choice.describe()} threads"]
+    return (f"{command}: {len(task.train_data)} train / {len(task.val_data)} val items on {dev}"
+            f"{f' x {procs.world} processes' if procs.distributed else ''} ({', '.join(how)}); writing {run_dir}")
+
+
 def train(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, *, out: str | None,
           argv: list[str], stream: TextIO, resume_from: dict[str, Any] | None = None,
           resume_path: Path | None = None,
-          on_stop: Callable[[str, Path | None, BaseException], None] | None = None) -> Result:
+          on_stop: Callable[[str, Path | None, BaseException], None] | None = None,
+          family: str | None = None) -> Result:
     """Train ``command``'s task; ``on_stop(status, run_dir, exc)`` hears of an interrupted or
     failed run on the main process before the exception goes on (run_dir None: none yet).
 
     Until the trainer takes over, SIGINT/SIGTERM stop at once (nothing is written yet); from
-    then on they stop at the next step (cvtool.engine.runtime.StopFlag)."""
+    then on they stop at the next step (cvtool.engine.runtime.StopFlag). ``family`` (the task's)
+    picks ``train.channels_last: auto``."""
     procs = runtime.processes_from_env()
     with runtime.StopFlag(immediate=True) as stop:
         try:
             return start(command, build, cfg, procs, stop, out=out, argv=argv, stream=stream,
-                         resume_from=resume_from, resume_path=resume_path, on_stop=on_stop)
+                         resume_from=resume_from, resume_path=resume_path, on_stop=on_stop, family=family)
         except KeyboardInterrupt as exc:
             name = exc.args[0] if isinstance(exc, runtime.Signalled) else "SIGINT"
             error = Interrupted(f"{name} received during start-up, before the first step; no checkpoint "
@@ -94,8 +115,10 @@ def train(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, *, o
 def start(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, procs: runtime.Processes,
           stop: runtime.StopFlag, *, out: str | None, argv: list[str], stream: TextIO,
           resume_from: dict[str, Any] | None, resume_path: Path | None,
-          on_stop: Callable[[str, Path | None, BaseException], None] | None) -> Result:
+          on_stop: Callable[[str, Path | None, BaseException], None] | None, family: str | None) -> Result:
     dev = runtime.select_device(cfg.train.device, procs.local_rank, world=procs.world)
+    cfg.train.channels_last = placement.channels_last_for(cfg.train.channels_last, dev, family)
+    policy = thread_policy(cfg, procs)
     runtime.configure(dev, cfg.train.deterministic)  # before build, which may run the GPU (train-dog's cache)
     runtime.init_processes(procs, dev)
     resuming = resume_from is not None
@@ -107,13 +130,12 @@ def start(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, proc
         task = build_once(build, cfg, procs)
         runtime.seed_everything(cfg.train.seed + procs.rank)
         run = Run(run_dir=run_dir, device=dev, argv=argv, resume_from=resume_from, resume_path=resume_path,
-                  procs=procs)
+                  procs=procs, threads=policy)
         fit = Trainer(task, run, reporter)  # its checks need the task; they write nothing
         runtime.pause_point("start-up")
         with stop.held():  # never half moved
             aside = rundir.set_aside(run_dir) if procs.main and not resuming else None
-        reporter.info(f"{command}: {len(task.train_data)} train / {len(task.val_data)} val items on {dev}"
-                      f"{f' x {procs.world} processes' if procs.distributed else ''}; writing {run_dir}"
+        reporter.info(header(command, task, dev, procs, policy, run_dir)
                       + (f" (the earlier attempt's files are in {aside})" if aside else ""))
         try:
             summary = fit.fit()

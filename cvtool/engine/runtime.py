@@ -7,7 +7,9 @@ a CI job that asked for a GPU must not pass by training for hours on a CPU.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import platform
 import random
 import signal
 import threading
@@ -147,16 +149,52 @@ def mps_available() -> bool:
 
 
 def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
-    """The autocast dtype for ``train.amp``; None means full fp32."""
+    """The autocast dtype for ``train.amp``; None means full fp32. ``auto`` is bf16 where the
+    hardware computes it natively (CUDA with bf16, a CPU with AVX512-BF16 or AMX) and fp32
+    elsewhere: a CPU without it emulates bf16, which is slower than fp32."""
     if amp == "off":
         return None
     if amp == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
+        if device.type == "cpu" and cpu_has_native_bf16():
+            return torch.bfloat16
         return None
     if amp == "fp16" and device.type == "cpu":
         raise InputError("train.amp fp16 needs a GPU; use bf16 or off on the CPU")
     return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # x86 /proc/cpuinfo "flags"
+ARM_BF16_FLAG = "bf16"  # aarch64 /proc/cpuinfo "Features" (Graviton3, Neoverse V1/N2)
+
+
+def cpu_flags(cpuinfo: str) -> set[str]:
+    """The feature flags of the first processor listed in /proc/cpuinfo text."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def native_bf16(flags: set[str], machine: str) -> bool:
+    if machine in ("aarch64", "arm64"):
+        return ARM_BF16_FLAG in flags
+    return bool(BF16_FLAGS & flags)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively; torch's own probes first, then /proc/cpuinfo."""
+    probes = [getattr(torch._C._cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if any(probe is not None and probe() for probe in probes):
+        return True
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return native_bf16(cpu_flags(text), platform.machine().lower())
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -28,6 +28,7 @@ from cvtool.engine.placement import place, to_device, wrap
 from cvtool.engine.progress import Reporter
 from cvtool.engine.sampling import EpochSampler
 from cvtool.engine.task import Task
+from cvtool.engine.threads import Policy as ThreadPolicy
 from cvtool.errors import CvtoolError, InputError, Interrupted
 
 FIXED_TAIL = ("lr", "epoch_seconds", "images_per_second")
@@ -43,6 +44,7 @@ class Run:
     resume_from: dict[str, Any] | None = None
     resume_path: Path | None = None
     procs: runtime.Processes = runtime.Processes()
+    threads: ThreadPolicy | None = None  # train.threads, adapted between steps
 
 
 class Trainer:
@@ -172,6 +174,10 @@ class Trainer:
             rundir.write_config(run_dir / "config.yaml", cfglib.to_dict(self.cfg))
             env = rundir.environment(self.device, self.tc.seed, self.run.argv)
             env["processes"] = self.procs.world
+            env["precision"] = str(self.dtype).removeprefix("torch.") if self.dtype else "fp32"
+            env["channels_last"] = self.tc.channels_last
+            if self.run.threads is not None:
+                env["threads"] = self.run.threads.record()
             rundir.write_json(run_dir / "env.json", env)
             self.metrics.start(keep_through_epoch=self.epoch)
         self.board = tensorboard.Board.for_run(run_dir, getattr(self.cfg, "log", None), self.main,
@@ -203,6 +209,8 @@ class Trainer:
         began = time.perf_counter()
         step = start_step
         for batch in islice(self.train_loader, self.steps_per_epoch - start_step):
+            if self.run.threads is not None:
+                self.run.threads.tick()
             out = self.train_step(batch)
             if out is None:
                 self.skipped += 1

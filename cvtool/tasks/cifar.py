@@ -183,7 +183,7 @@ def augmenter(cfg: Config) -> BatchAugment:
 
 def make_train_step(cfg: Config, augment: BatchAugment) -> Callable[[nn.Module, Any], StepOutput]:
     smoothing = cfg.loss.label_smoothing
-    channels_last = cfg.train.channels_last
+    channels_last = cfg.train.channels_last is True  # run.train resolves auto
 
     def train_step(model: nn.Module, batch: Any) -> StepOutput:
         x, y = batch
@@ -198,7 +198,7 @@ def make_train_step(cfg: Config, augment: BatchAugment) -> Callable[[nn.Module, 
 def make_forward(model: nn.Module, augment: BatchAugment, cfg: Config) -> Callable[[torch.Tensor], torch.Tensor]:
     """uint8 batch -> logits, with the mirror image's logits averaged in when ``eval.tta_flip``."""
     tta_flip = cfg.eval.tta_flip
-    channels_last = cfg.train.channels_last
+    channels_last = cfg.train.channels_last is True  # run.train resolves auto
 
     def forward(images: torch.Tensor) -> torch.Tensor:
         x = augment(images, train=False)

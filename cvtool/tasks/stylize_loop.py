@@ -18,6 +18,7 @@ from PIL import Image
 
 from cvtool.engine import rundir, runtime, tensorboard
 from cvtool.engine.progress import Reporter, fmt
+from cvtool.engine.threads import Policy
 from cvtool.errors import InputError
 from cvtool.models import vgg
 from cvtool.ops.style import gram, luminance, tv_loss, with_chroma
@@ -126,7 +127,8 @@ class Optimisation:
         self.device, self.dtype = device, dtype
         self.reporter, self.metrics, self.snapshots_dir = reporter, metrics, snapshots_dir
         self.board = board or tensorboard.Board(None)
-        self.memory_format = torch.channels_last if cfg.run.channels_last else torch.contiguous_format
+        self.memory_format = torch.channels_last if cfg.train.channels_last is True else torch.contiguous_format
+        self.threads: Policy | None = None  # the thread policy, ticked between steps
         self.chroma = resize(content, out_hw)
         if cfg.image.preserve_color:
             style = luminance(style, like=content)
@@ -171,6 +173,8 @@ class Optimisation:
         self.reporter.start_bar(f"stylize {hw[0]}x{hw[1]}", steps, bar_width=20)
         for k in range(steps):
             optimizer.param_groups[0]["lr"] = step_lr(self.cfg.optim, self.done)
+            if self.threads is not None:
+                self.threads.tick()
             pending.append(step(self.image, optimizer))
             self.done += 1
             snapshot = self.snapshots_dir is not None and self.done % self.cfg.run.save_every == 0
