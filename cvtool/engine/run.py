@@ -6,12 +6,13 @@ the run executes (torchrun ranks, barriers around dataset preparation, seeding) 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from cvtool import config as cfglib
-from cvtool.engine import checkpoint, rundir, runtime
+from cvtool.engine import checkpoint, optim, rundir, runtime
 from cvtool.engine.progress import Reporter
 from cvtool.engine.task import Task
 from cvtool.engine.trainer import Run, Trainer
@@ -19,6 +20,7 @@ from cvtool.errors import InputError, Interrupted
 
 RESUME_LAST = "@last"
 RESUME_LOCKED = ("optim", "sched")
+RESUME_LOCKED_KEYS = ("train.accumulate_steps", "train.ema_decay", "train.ema_warmup")
 
 
 @dataclass
@@ -56,6 +58,26 @@ def check_resumable(cfg: Any, ckpt: dict[str, Any], path: Path) -> None:
                                  f"--resume continues the saved optimizer and schedule, so "
                                  f"{' and '.join(s + '.*' for s in RESUME_LOCKED)} cannot change "
                                  "(start a new run to train with other settings)")
+    for dotted in RESUME_LOCKED_KEYS:
+        section, key = dotted.split(".")
+        value = now[section][key]
+        before = saved.get(section, {}).get(key, value)
+        if before != value:
+            raise InputError(f"{dotted} is {value!r} but checkpoint {path} was trained with {before!r}; "
+                             "--resume continues that run exactly, so it cannot change (start a new run)")
+    check_effective_lr(cfg, ckpt, path)
+
+
+def check_effective_lr(cfg: Any, ckpt: dict[str, Any], path: Path) -> None:
+    """A new data.batch_size would rescale the lr under the saved optimizer; checkpoints from before
+    optim.lr_scaling trained at optim.lr itself."""
+    now = optim.recipe(cfg)
+    before = (ckpt.get("recipe") or {}).get("effective_lr", ckpt["config"].get("optim", {}).get("lr"))
+    if before is not None and not math.isclose(now["effective_lr"], before, rel_tol=1e-9):
+        raise InputError(f"this config trains at {optim.describe(now)} but checkpoint {path} trained at lr "
+                         f"{before:.6g}; --resume continues the saved optimizer, so the effective lr cannot change "
+                         + ("(keep data.batch_size, or start a new run)" if "recipe" in ckpt else
+                            "(it predates optim.lr_scaling: --set optim.lr_scaling=none continues it as it was)"))
 
 
 def build_once(build: Callable[..., Task], cfg: cfglib.TaskConfig, procs: runtime.Processes) -> Task:
@@ -88,7 +110,8 @@ def train(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, *, o
                   procs=procs)
         fit = Trainer(task, run, reporter)  # its checks need the task; they write nothing
         reporter.info(f"{command}: {len(task.train_data)} train / {len(task.val_data)} val items on {dev}"
-                      f"{f' x {procs.world} processes' if procs.distributed else ''}; writing {run_dir}")
+                      f"{f' x {procs.world} processes' if procs.distributed else ''}; {optim.describe(fit.recipe)}; "
+                      f"writing {run_dir}")
         try:
             summary = fit.fit()
         except Interrupted as exc:
