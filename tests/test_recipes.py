@@ -99,6 +99,22 @@ def test_resume_refuses_a_batch_that_changes_the_effective_lr(cli, tiny_hotdog, 
     assert code == 2 and "train.accumulate_steps" in err
 
 
+def test_a_checkpoint_from_before_lr_scaling_trained_at_optim_lr(tmp_path):
+    from cvtool.engine.run import check_effective_lr
+    from cvtool.errors import InputError
+
+    old = {"config": {"data": {"batch_size": 8}, "optim": {"name": "adam", "lr": 0.001}}}
+    cfg = tiny_cfg("data.batch_size=8", "optim.name=adam", "optim.lr=0.001")
+    with pytest.raises(InputError, match="predates optim.lr_scaling: --set optim.lr_scaling=none"):
+        check_effective_lr(cfg, old, tmp_path / "last.pt")
+    check_effective_lr(tiny_cfg("data.batch_size=8", "optim.name=adam", "optim.lr=0.001", "optim.lr_scaling=none"),
+                       old, tmp_path / "last.pt")
+    new = {"config": c.to_dict(cfg)}  # written by this version, without its recipe
+    check_effective_lr(cfg, new, tmp_path / "last.pt")
+    with pytest.raises(InputError, match="keep data.batch_size"):
+        check_effective_lr(tiny_cfg("data.batch_size=16", "optim.name=adam", "optim.lr=0.001"), new, tmp_path)
+
+
 # --------------------------------------------------------------------------- weight decay
 
 

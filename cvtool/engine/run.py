@@ -69,15 +69,26 @@ def check_resumable(cfg: Any, ckpt: dict[str, Any], path: Path) -> None:
 
 
 def check_effective_lr(cfg: Any, ckpt: dict[str, Any], path: Path) -> None:
-    """A new data.batch_size would rescale the lr under the saved optimizer; checkpoints from before
-    optim.lr_scaling trained at optim.lr itself."""
+    """A new data.batch_size would rescale the lr under the saved optimizer (optim.* is already
+    known to be the checkpoint's)."""
     now = optim.recipe(cfg)
-    before = (ckpt.get("recipe") or {}).get("effective_lr", ckpt["config"].get("optim", {}).get("lr"))
+    before, old = saved_effective_lr(cfg, ckpt)
     if before is not None and not math.isclose(now["effective_lr"], before, rel_tol=1e-9):
         raise InputError(f"this config trains at {optim.describe(now)} but checkpoint {path} trained at lr "
                          f"{before:.6g}; --resume continues the saved optimizer, so the effective lr cannot change "
-                         + ("(keep data.batch_size, or start a new run)" if "recipe" in ckpt else
-                            "(it predates optim.lr_scaling: --set optim.lr_scaling=none continues it as it was)"))
+                         + ("(it predates optim.lr_scaling: --set optim.lr_scaling=none continues it as it was)"
+                            if old else "(keep data.batch_size, or start a new run)"))
+
+
+def saved_effective_lr(cfg: Any, ckpt: dict[str, Any]) -> tuple[float | None, bool]:
+    """(the lr the checkpoint trained at, whether it predates optim.lr_scaling: then optim.lr itself)."""
+    if "recipe" in ckpt:
+        return ckpt["recipe"]["effective_lr"], False
+    saved = ckpt["config"]
+    if "lr_scaling" not in saved.get("optim", {}):
+        return saved.get("optim", {}).get("lr"), True
+    batch = saved.get("data", {}).get("batch_size", cfg.data.batch_size)
+    return optim.effective_lr(cfg.optim, batch * saved.get("train", {}).get("accumulate_steps", 1)), False
 
 
 def build_once(build: Callable[..., Task], cfg: cfglib.TaskConfig, procs: runtime.Processes) -> Task:
