@@ -12,6 +12,7 @@ runs in a minute (its numbers then mean nothing); --json FILE writes the rows.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -34,6 +35,8 @@ QUICK = {
     "train-cifar": {"model": {"width": 4}},
     "train-dog": {"data": {"image_size": 32, "resize": 36}, "model": {"hidden": 8, "num_classes": 3}},
 }
+# The book datasets' class counts: without data at hand, model.num_classes: auto has nothing to count.
+BOOK_CLASSES = {"finetune-hotdog": 2, "train-ssd": 1, "train-fcn": 21, "train-cifar": 10, "train-dog": 120}
 
 
 def median_ms(fn: Callable[[], Any], warmup: int, repeat: int) -> float:
@@ -49,7 +52,9 @@ def median_ms(fn: Callable[[], Any], warmup: int, repeat: int) -> float:
 
 def graph_for(command: str, quick: bool) -> graphs.Graph:
     spec = registry.get(command)
-    cfg = cfglib.from_dict(spec.config, QUICK[command] if quick else {})
+    items = copy.deepcopy(QUICK[command]) if quick else {}
+    items.setdefault("model", {}).setdefault("num_classes", BOOK_CLASSES[command])
+    cfg = cfglib.from_dict(spec.config, items)
     net = spec.build_model(cfg).eval()
     classes = [str(k) for k in range(cfg.model.num_classes)]
     return graphs.build(spec, net, cfg, classes, graphs.default_size(spec, cfg), half=False)

@@ -55,11 +55,20 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
+    """The optimizer; optim.lr is the learning rate at optim.reference_batch images a step."""
+
     name: Literal["sgd", "adam", "adamw"] = opt("sgd", "optimizer")
-    lr: float = opt(0.1, "base learning rate (the loss is the batch mean)", gt=0)
+    lr: float = opt(0.1, "learning rate at reference_batch (the loss is the batch mean); the run uses it "
+                    "scaled to the effective batch by lr_scaling", gt=0)
+    reference_batch: int = opt(32, "the batch optim.lr is meant for (each task: the book's batch)", ge=1)
+    lr_scaling: Literal["auto", "linear", "sqrt", "none"] = opt(
+        "auto", "lr x (effective batch / reference_batch) [linear] or its square root [sqrt], or unscaled [none]; "
+                "auto = linear for sgd, sqrt for adam/adamw")
     momentum: float = opt(0.0, "SGD momentum", ge=0, lt=1)
     nesterov: bool = opt(False, "Nesterov momentum (SGD)")
     weight_decay: float = opt(0.0, "L2 weight decay (decoupled for adamw)", ge=0)
+    decay_norm_and_bias: bool = opt(False, "weight decay on normalisation-layer weights and on biases too "
+                                    "(the book: true; false = decay 0 for them, as torchvision and timm)")
 
 
 @dataclass
@@ -94,6 +103,11 @@ class TrainConfig:
     sync_bn: bool = opt(False, "under torchrun on CUDA: BatchNorm statistics over the global batch (SyncBatchNorm)")
     max_steps: int | None = opt(
         None, "at most this many train and validation batches per epoch (smoke runs); null = all", ge=1)
+    accumulate_steps: int = opt(1, "batches whose gradients add up to one update: the effective batch is "
+                                "data.batch_size x accumulate_steps (optim.lr_scaling counts it)", ge=1)
+    ema_decay: float = opt(0.0, "exponential moving average of the weights (e.g. 0.999): validation, best.pt, "
+                           "predict and eval use the average; 0 = off", ge=0, lt=1)
+    ema_warmup: int = opt(0, "updates during which the average just copies the weights", ge=0)
 
 
 @dataclass
@@ -129,6 +143,25 @@ def check_task_config(schema: type) -> None:
         if not (isinstance(kind, type) and issubclass(kind, base)):
             raise TypeError(f"{schema.__module__}.{schema.__qualname__}.{name} must be a {base.__name__} "
                             f"(or a subclass), got {kind!r}")
+
+
+def num_classes(given: int | str, found: int, source: str) -> int:
+    """``model.num_classes``: ``auto`` takes the count the data holds; a number must agree with it."""
+    if given != "auto" and given != found:
+        raise ConfigError(f"model.num_classes is {given} but {source} holds {found} classes "
+                          "(model.num_classes: auto takes the count from the data)")
+    return found
+
+
+def with_num_classes(cfg: Any, found: int, source: str) -> Any:
+    """``cfg`` with ``model.num_classes`` resolved against the data, so checkpoints hold the number."""
+    count = num_classes(cfg.model.num_classes, found, source)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=count))
+
+
+def class_count(given: int | str, standard: int) -> int:
+    """A model built without data at hand (no ``build``): ``auto`` means the dataset's standard count."""
+    return standard if given == "auto" else int(given)
 
 
 # --------------------------------------------------------------------------- loading

@@ -416,7 +416,7 @@ def cifar_on_device_with_workers(env):
 
 @case()
 def ssd_class_names_disagree(env):
-    return env.ssd(None, "--set", "data.classes=[banana,apple]"), "data.classes"
+    return env.ssd(None, "--set", "data.classes=[banana,apple]", "--set", "model.num_classes=1"), "data.classes"
 
 
 @case()

@@ -28,8 +28,17 @@ def test_config_validates(path):
     c.load(registry.get(task_of(path.stem)).config, path)
 
 
+# Defaults that differ from the book on purpose (README: "Training recipes"); the book
+# configs set them back.
+NOT_THE_BOOK = ["optim.decay_norm_and_bias=true"]
+
+
 @pytest.mark.parametrize("name", BOOK)
 def test_book_config_is_the_default(name):
     path = CONFIGS / f"{name}.yaml"
     schema = registry.get(task_of(name)).config
-    assert c.load(schema, path) == schema()
+    book = c.load(schema, path)
+    if name == "stylize":
+        assert book == schema()
+    else:
+        assert book == c.load(schema, None, NOT_THE_BOOK) and book != schema()

@@ -14,7 +14,7 @@ from torch.utils.data import default_collate
 from cvtool import config as cfglib
 from cvtool.data import datasets, kaggle_synth
 from cvtool.data.images import load_rgb
-from cvtool.engine.trainer import build_optimizer
+from cvtool.engine.optim import build_optimizer
 from cvtool.errors import InputError
 from cvtool.tasks import dog
 

@@ -115,6 +115,18 @@ def test_every_task_exports_and_gives_its_checkpoints_answers(exports, checkpoin
     assert [t.shape[0] for t in got] == [5] * len(graph.outputs)
 
 
+def same_answers(a, b, tol: float = 2e-6) -> bool:
+    """Equal, floats up to their last printed digit: ONNX Runtime's kernels differ from eager
+    PyTorch's by ~1e-7, which can move a probability rounded to 6 decimals by one unit."""
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= tol
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_answers(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_answers(x, y, tol) for x, y in zip(a, b))
+    return a == b
+
+
 def test_predict_from_an_export_equals_predict_from_the_checkpoint(exports, checkpoints, roots, tmp_path):
     pictures = {
         "train-ssd": sorted((roots["bananas"] / "bananas_val" / "images").iterdir())[:3],
@@ -130,7 +142,8 @@ def test_predict_from_an_export_equals_predict_from_the_checkpoint(exports, chec
             code, out = run("predict", "--checkpoint", model, *images, "--out", folder, *extra, "--json")
             assert code == 0, (command, model)
             outputs.append((out.replace(str(folder), "OUT"), folder))
-        assert outputs[0][0] == outputs[1][0] == outputs[2][0], command
+        first = json.loads(outputs[0][0])
+        assert all(same_answers(json.loads(other), first) for other, _ in outputs[1:]), command
         for (_, a), (_, b) in zip(outputs, outputs[1:]):
             for picture in sorted(a.glob("*.png")):
                 assert picture.read_bytes() == (b / picture.name).read_bytes(), (command, picture.name)

@@ -141,7 +141,7 @@ def test_flip_and_zoom_move_boxes_with_pixels(tmp_path):
 
 def test_defaults_are_the_books_settings_rescaled():
     cfg = cfglib.load(ssd.Config, REPO / "configs" / "ssd.yaml")
-    assert cfg == cfglib.load(ssd.Config)
+    assert cfg == cfglib.load(ssd.Config, None, ["optim.decay_norm_and_bias=true"])  # the book decays all
     assert cfg.optim.name == "sgd" and cfg.optim.momentum == 0
     assert cfg.optim.lr == pytest.approx(0.2 * 32) and cfg.optim.weight_decay == pytest.approx(5e-4 / 32)
     assert (cfg.data.batch_size, cfg.train.epochs, cfg.data.image_size) == (32, 20, 256)

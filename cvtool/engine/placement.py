@@ -6,7 +6,8 @@ scored the way it was trained.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, ContextManager
 
 import torch
 from torch import nn
@@ -76,3 +77,12 @@ def wrap(model: nn.Module, device: torch.device, tc: TrainConfig, procs: Process
         wrapped = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     net: nn.Module = torch.compile(wrapped) if tc.compile else wrapped
     return net, model if procs.distributed else net
+
+
+def no_sync(net: nn.Module, accumulating: bool) -> ContextManager:
+    """DDP's ``no_sync`` on the micro-steps before an update: gradients add up locally and are
+    all-reduced once, on the last one; a plain context elsewhere."""
+    ddp = getattr(net, "_orig_mod", net)  # under torch.compile
+    if accumulating and isinstance(ddp, DistributedDataParallel):
+        return ddp.no_sync()
+    return contextlib.nullcontext()

@@ -6,13 +6,14 @@ the run executes (torchrun ranks, barriers around dataset preparation, seeding) 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from cvtool import config as cfglib
-from cvtool.engine import checkpoint, placement, rundir, runtime, threads
+from cvtool.engine import checkpoint, optim, placement, rundir, runtime, threads
 from cvtool.engine.progress import Reporter
 from cvtool.engine.task import Task
 from cvtool.engine.trainer import Run, Trainer
@@ -20,6 +21,7 @@ from cvtool.errors import InputError, Interrupted
 
 RESUME_LAST = "@last"
 RESUME_LOCKED = ("optim", "sched")
+RESUME_LOCKED_KEYS = ("train.accumulate_steps", "train.ema_decay", "train.ema_warmup")
 
 
 @dataclass
@@ -57,6 +59,37 @@ def check_resumable(cfg: Any, ckpt: dict[str, Any], path: Path) -> None:
                                  f"--resume continues the saved optimizer and schedule, so "
                                  f"{' and '.join(s + '.*' for s in RESUME_LOCKED)} cannot change "
                                  "(start a new run to train with other settings)")
+    for dotted in RESUME_LOCKED_KEYS:
+        section, key = dotted.split(".")
+        value = now[section][key]
+        before = saved.get(section, {}).get(key, value)
+        if before != value:
+            raise InputError(f"{dotted} is {value!r} but checkpoint {path} was trained with {before!r}; "
+                             "--resume continues that run exactly, so it cannot change (start a new run)")
+    check_effective_lr(cfg, ckpt, path)
+
+
+def check_effective_lr(cfg: Any, ckpt: dict[str, Any], path: Path) -> None:
+    """A new data.batch_size would rescale the lr under the saved optimizer (optim.* is already
+    known to be the checkpoint's)."""
+    now = optim.recipe(cfg)
+    before, old = saved_effective_lr(cfg, ckpt)
+    if before is not None and not math.isclose(now["effective_lr"], before, rel_tol=1e-9):
+        raise InputError(f"this config trains at {optim.describe(now)} but checkpoint {path} trained at lr "
+                         f"{before:.6g}; --resume continues the saved optimizer, so the effective lr cannot change "
+                         + ("(it predates optim.lr_scaling: --set optim.lr_scaling=none continues it as it was)"
+                            if old else "(keep data.batch_size, or start a new run)"))
+
+
+def saved_effective_lr(cfg: Any, ckpt: dict[str, Any]) -> tuple[float | None, bool]:
+    """(the lr the checkpoint trained at, whether it predates optim.lr_scaling: then optim.lr itself)."""
+    if "recipe" in ckpt:
+        return ckpt["recipe"]["effective_lr"], False
+    saved = ckpt["config"]
+    if "lr_scaling" not in saved.get("optim", {}):
+        return saved.get("optim", {}).get("lr"), True
+    batch = saved.get("data", {}).get("batch_size", cfg.data.batch_size)
+    return optim.effective_lr(cfg.optim, batch * saved.get("train", {}).get("accumulate_steps", 1)), False
 
 
 def build_once(build: Callable[..., Task], cfg: cfglib.TaskConfig, procs: runtime.Processes) -> Task:
@@ -77,14 +110,14 @@ def thread_policy(cfg: cfglib.TaskConfig, procs: runtime.Processes) -> threads.P
 
 
 def header(command: str, task: Task, dev: Any, procs: runtime.Processes, policy: threads.Policy,
-           run_dir: Path) -> str:
+           run_dir: Path, recipe: str) -> str:
     """The run's first line: sizes, where and how the math runs, where the files go."""
     dtype = runtime.amp_dtype(dev, task.config.train.amp)
     how = [str(dtype).removeprefix("torch.") if dtype else "fp32",
            "channels_last" if task.config.train.channels_last is True else "NCHW",
            f"{policy.choice.describe()} threads"]
     return (f"{command}: {len(task.train_data)} train / {len(task.val_data)} val items on {dev}"
-            f"{f' x {procs.world} processes' if procs.distributed else ''} ({', '.join(how)}); writing {run_dir}")
+            f"{f' x {procs.world} processes' if procs.distributed else ''} ({', '.join(how)}); {recipe}; writing {run_dir}")
 
 
 def train(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, *, out: str | None,
@@ -135,7 +168,7 @@ def start(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, proc
         runtime.pause_point("start-up")
         with stop.held():  # never half moved
             aside = rundir.set_aside(run_dir) if procs.main and not resuming else None
-        reporter.info(header(command, task, dev, procs, policy, run_dir)
+        reporter.info(header(command, task, dev, procs, policy, run_dir, optim.describe(fit.recipe))
                       + (f" (the earlier attempt's files are in {aside})" if aside else ""))
         try:
             summary = fit.fit()

@@ -125,8 +125,11 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def write_config(path: Path, config: dict) -> None:
-    write_text(path, yaml.safe_dump(config, sort_keys=False))
+def write_config(path: Path, config: dict, comment: str = "") -> None:
+    """``comment``: lines of derived facts (e.g. the effective lr) kept as YAML comments, so the
+    file still loads as a --config."""
+    head = "".join(f"# {line}\n" for line in comment.splitlines())
+    write_text(path, head + yaml.safe_dump(config, sort_keys=False))
 
 
 def environment(device: torch.device, seed: int, argv: list[str]) -> dict[str, Any]:

@@ -21,10 +21,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cvtool import config as cfglib
-from cvtool.engine import checkpoint, plots, rundir, runtime, tensorboard
+from cvtool.engine import checkpoint, ema, plots, rundir, runtime, tensorboard
 from cvtool.engine.evaluation import evaluate, loader_options, val_loader
-from cvtool.engine.optim import build_optimizer, lr_factor
-from cvtool.engine.placement import place, to_device, wrap
+from cvtool.engine.optim import describe, lr_factor, optimizer_for, recipe
+from cvtool.engine.placement import no_sync, place, to_device, wrap
 from cvtool.engine.progress import Reporter
 from cvtool.engine.sampling import EpochSampler
 from cvtool.engine.task import Task
@@ -63,6 +63,7 @@ class Trainer:
         self.main = self.procs.main
         self.model = place(task.model, self.device, tc, self.procs)
         self.net, self.eval_net = wrap(self.model, self.device, tc, self.procs)
+        self.ema = ema.create(self.model, tc)
 
         data = self.cfg.data
         if data.batch_size % self.procs.world:
@@ -78,11 +79,13 @@ class Trainer:
         self.steps_per_epoch = self.limit(len(self.train_loader))
         if self.steps_per_epoch == 0:
             raise InputError("the training set is empty")
+        self.updates_per_epoch = -(-self.steps_per_epoch // tc.accumulate_steps)
 
+        self.recipe = recipe(self.cfg)
         groups = task.param_groups(self.model) if task.param_groups else [{"params": list(self.model.parameters())}]
-        self.optimizer = build_optimizer(groups, self.cfg.optim)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_factor(self.cfg.sched, self.cfg.optim.lr, self.steps_per_epoch, tc.epochs))
+        self.optimizer = optimizer_for(self.model, groups, self.cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(
+            self.cfg.sched, self.recipe["effective_lr"], self.updates_per_epoch, tc.epochs))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
 
         self.columns = ["epoch", *task.columns, *FIXED_TAIL]
@@ -95,6 +98,7 @@ class Trainer:
         self.step_in_epoch = 0
         self.partial: dict[str, Any] = {}
         self.skipped = 0
+        self.poisoned = False
         self.board = tensorboard.Board(None)
 
     def global_step(self) -> int:
@@ -115,7 +119,9 @@ class Trainer:
             "step": self.step_in_epoch,
             "partial": self.partial,
             "skipped": self.skipped,
-            "model": self.model.state_dict(),
+            "model": (self.ema.module if self.ema else self.model).state_dict(),
+            **({"raw_model": self.model.state_dict(), "ema": self.ema.state()} if self.ema else {}),
+            "recipe": self.recipe,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -129,7 +135,9 @@ class Trainer:
         if ckpt.get("task") != self.task.name:
             raise InputError(f"checkpoint {self.run.resume_path} is from {ckpt.get('task')}, not {self.task.name}")
         try:
-            self.model.load_state_dict(ckpt["model"])
+            self.model.load_state_dict(ckpt.get("raw_model", ckpt["model"]))
+            if self.ema is not None and "ema" in ckpt:
+                self.ema.restore(ckpt["model"], ckpt["ema"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise InputError(f"checkpoint {self.run.resume_path} does not fit this config's model: "
@@ -171,7 +179,8 @@ class Trainer:
                 raise InputError(f"{run_dir} already finished {self.epoch} epoch(s); "
                                  f"pass --epochs N with N > {self.epoch} to train further")
         if self.main:
-            rundir.write_config(run_dir / "config.yaml", cfglib.to_dict(self.cfg))
+            rundir.write_config(run_dir / "config.yaml", cfglib.to_dict(self.cfg),
+                                comment=f"this run trained at {describe(self.recipe)}")
             env = rundir.environment(self.device, self.tc.seed, self.run.argv)
             env["processes"] = self.procs.world
             env["precision"] = str(self.dtype).removeprefix("torch.") if self.dtype else "fp32"
@@ -207,28 +216,24 @@ class Trainer:
         (self.task.train_mode or nn.Module.train)(self.model)
         self.reporter.start_epoch(epoch, self.tc.epochs, self.steps_per_epoch, done=start_step)
         began = time.perf_counter()
-        step = start_step
+        step, group = start_step, self.tc.accumulate_steps
         for batch in islice(self.train_loader, self.steps_per_epoch - start_step):
             if self.run.threads is not None:
                 self.run.threads.tick()
-            out = self.train_step(batch)
+            first = step - step % group
+            out = self.train_step(batch, step - first, min(group, self.steps_per_epoch - first))
+            step += 1
             if out is None:
                 self.skipped += 1
-                step += 1
                 self.reporter.step()
-                continue
-            images += out.count
-            for name, (value, count) in {"loss": (out.loss.detach() * out.count, out.count), **out.stats}.items():
-                if name in sums:
-                    sums[name] = [sums[name][0] + value.detach().float(), sums[name][1] + count]
-                else:
-                    sums[name] = [value.detach().float(), count]
-            step += 1
-            self.board.train_step((epoch - 1) * self.steps_per_epoch + step, out.loss,
-                                  self.optimizer.param_groups[0]["lr"])
-            self.check_loss(sums["loss"][0], epoch, step)
-            self.reporter.step(f"loss {out.loss.item():.4f}" if step % 10 == 0 and not self.reporter.plain else "")
-            if step < self.steps_per_epoch and self.stopping(stop, step):
+            else:
+                images += out.count
+                self.add_stats(sums, out)
+                self.board.train_step((epoch - 1) * self.steps_per_epoch + step, out.loss,
+                                      self.optimizer.param_groups[0]["lr"])
+                self.check_loss(sums["loss"][0], epoch, step)
+                self.reporter.step(f"loss {out.loss.item():.4f}" if step % 10 == 0 and not self.reporter.plain else "")
+            if step < self.steps_per_epoch and step % group == 0 and self.stopping(stop, step // group):
                 seconds += time.perf_counter() - began
                 self.step_in_epoch = step
                 self.partial = {"stats": {k: [v[0].cpu(), v[1]] for k, v in sums.items()},
@@ -258,24 +263,44 @@ class Trainer:
         if self.stopping(stop) and self.epoch < self.tc.epochs:
             self.interrupt(stop, saved=True)
 
-    def train_step(self, batch: Any):
-        """One update; None when a non-finite loss was skipped (``train.on_nan: skip``)."""
+    def add_stats(self, sums: dict[str, list], out: Any) -> None:
+        for name, (value, count) in {"loss": (out.loss.detach() * out.count, out.count), **out.stats}.items():
+            if name in sums:
+                sums[name] = [sums[name][0] + value.detach().float(), sums[name][1] + count]
+            else:
+                sums[name] = [value.detach().float(), count]
+
+    def train_step(self, batch: Any, micro: int, group: int):
+        """Micro-batch ``micro`` of an accumulation group of ``group``: its gradient (of the loss
+        / group, so the group's gradient is the mean), then after the last one the update.
+        None when its loss was not finite and ``train.on_nan: skip`` drops the group's update."""
         runtime.pause_point("step")
         batch = to_device(batch, self.device, self.tc.channels_last)
-        with runtime.autocast(self.device, self.dtype):
-            out = self.task.train_step(self.net, batch)
-        if self.tc.on_nan == "skip" and not self.finite(out.loss):
-            self.scheduler.step()
-            return None
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(out.loss).backward()
-        if self.tc.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if micro == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.poisoned = False
+        last = micro == group - 1
+        with no_sync(self.net, accumulating=not last):
+            with runtime.autocast(self.device, self.dtype):
+                out = self.task.train_step(self.net, batch)
+            bad = self.tc.on_nan == "skip" and not self.finite(out.loss)
+            self.poisoned |= bad
+            if not self.poisoned:
+                self.scaler.scale(out.loss / group).backward()
+        if last:
+            self.update()
+        return None if bad else out
+
+    def update(self) -> None:
+        if not self.poisoned:
+            if self.tc.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.ema is not None:
+                self.ema.update(self.scheduler.last_epoch)
         self.scheduler.step()
-        return out
 
     def check_loss(self, loss_sum: torch.Tensor, epoch: int, step: int) -> None:
         """``train.on_nan: stop``; on an accelerator only every 10 steps, to spare a sync per step."""
@@ -324,7 +349,8 @@ class Trainer:
         metrics: dict[str, float] = {}
         if self.main:
             self.model.eval()
-            metrics = evaluate(self.task, self.eval_net, self.val_loader, self.device, self.dtype,
+            net = self.eval_net if self.ema is None else self.ema.module
+            metrics = evaluate(self.task, net, self.val_loader, self.device, self.dtype,
                                self.tc.channels_last, self.limit(len(self.val_loader)))
         return runtime.broadcast(metrics)
 
@@ -352,6 +378,8 @@ class Trainer:
         best_path = self.ckpt_dir / "best.pt"
         if best_path.exists():
             self.model.load_state_dict(checkpoint.load(best_path)["model"])
+        elif self.ema is not None:
+            self.model.load_state_dict(self.ema.module.state_dict())
         if self.task.finish is not None:
             self.model.eval()
             with torch.no_grad():
@@ -379,6 +407,7 @@ class Trainer:
             "final": self.last_row,
             "extra": self.extra,
             "skipped_steps": self.skipped,
+            "optim": self.recipe,
             "skipped_images": self.task.metadata.get("skipped_images", 0),
             "paths": paths,
         }

@@ -74,15 +74,7 @@ class Model:
         "small VGG-style net with batch norm for fast GPU training")
     width: int = c.opt(64, "channels of the first stage; resnet18 uses width x (1,2,4,8), fastnet "
                        "width x (1/2, 1, 4, 4)", ge=4)
-    num_classes: int = c.opt(10, "output classes", ge=2)
-
-
-@dataclass
-class Loss:
-    """The training objective."""
-
-    label_smoothing: float = c.opt(0.0, "cross-entropy label smoothing (validation loss is plain "
-                                   "cross-entropy)", ge=0, lt=1)
+    num_classes: classify.NumClasses = c.opt("auto", classify.NUM_CLASSES_HELP + " (CIFAR-10: 10)", ge=2)
 
 
 @dataclass
@@ -96,8 +88,9 @@ class Eval:
 class Optim(c.OptimConfig):
     """The book's SGD, rescaled: it sums the loss over the batch, cvtool averages it."""
 
-    lr: float = c.opt(2e-4 * 32, "learning rate for the batch-MEAN loss; the book's 2e-4 is on a summed-loss "
-                      "scale, so it becomes 2e-4 x batch_size (0.0064 at 32, 0.0256 at 128)", gt=0)
+    lr: float = c.opt(2e-4 * 32, "learning rate at reference_batch for the batch-MEAN loss: the book's 2e-4 on "
+                      "a summed loss x 32 (linear scaling gives its full-set 0.0256 at batch 128)", gt=0)
+    reference_batch: int = c.opt(32, "the batch optim.lr is meant for: the book's 32", ge=1)
     momentum: float = c.opt(0.9, "SGD momentum", ge=0, lt=1)
     weight_decay: float = c.opt(5e-4 / 32, "L2 weight decay for the mean loss: the book's 5e-4 / batch_size "
                                 "(1.5625e-5 at 32, 3.90625e-6 at 128)", ge=0)
@@ -107,7 +100,7 @@ class Optim(c.OptimConfig):
 class Config:
     data: Data = field(default_factory=Data)
     model: Model = field(default_factory=Model)
-    loss: Loss = field(default_factory=Loss)
+    loss: classify.Loss = field(default_factory=classify.Loss)
     eval: Eval = field(default_factory=Eval)
     optim: Optim = field(default_factory=Optim)
     sched: c.SchedConfig = field(default_factory=lambda: c.SchedConfig(name="step", step_size=4, gamma=0.9))
@@ -117,9 +110,10 @@ class Config:
 
 def build_model(cfg: Config) -> nn.Module:
     m = cfg.model
+    classes = c.class_count(m.num_classes, len(kaggle.CIFAR10_CLASSES))
     if m.arch == "fastnet":
-        return fastnet(m.num_classes, m.width)
-    return cifar_resnet18(m.num_classes, m.width)
+        return fastnet(classes, m.width)
+    return cifar_resnet18(classes, m.width)
 
 
 # --------------------------------------------------------------------------- data
@@ -239,9 +233,7 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
         raise c.ConfigError("data.on_device needs data.num_workers: 0 (workers cannot share device tensors)")
     presets.check_crop_scale(d.crop_scale)
     data = load_data(d, quiet=not rank_zero)
-    if len(data.classes) != cfg.model.num_classes:
-        raise c.ConfigError(f"model.num_classes is {cfg.model.num_classes} but the data has "
-                            f"{len(data.classes)} classes")
+    cfg = c.with_num_classes(cfg, len(data.classes), f"the data in {d.root}")
     train_idx, val_idx = kaggle.split_indices(data.labels, d.split, d.valid_ratio, d.split_seed)
     images, labels = data.images, data.labels
     if d.on_device:

@@ -6,17 +6,30 @@ parameter groups and prediction are the same, so they live here once.
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvtool import config as c
 from cvtool.data.images import load_rgb
 from cvtool.engine.task import StepOutput
 
 COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")
+NUM_CLASSES_HELP = "output classes; auto = the number of classes in the data (a number must agree with it)"
+NumClasses = int | Literal["auto"]
+
+
+@dataclass
+class Loss:
+    """The training objective."""
+
+    label_smoothing: float = c.opt(0.0, "cross-entropy label smoothing (validation loss is plain "
+                                   "cross-entropy)", ge=0, lt=1)
 
 
 def train_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
@@ -27,6 +40,13 @@ def train_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
     loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
     correct = (logits.argmax(1) == y).sum()
     return StepOutput(loss=loss, count=len(y), stats={"acc": (correct, len(y))})
+
+
+def smoothed_step(label_smoothing: float) -> Callable[[nn.Module, Any], StepOutput]:
+    """``train_step`` with ``loss.label_smoothing``."""
+    if not label_smoothing:
+        return train_step
+    return functools.partial(train_step, label_smoothing=label_smoothing)
 
 
 def evaluate(model: nn.Module, batches: Iterable, device: torch.device) -> dict[str, float]:

@@ -31,6 +31,7 @@ from cvtool.tasks import classify
 from cvtool.tasks.registry import TaskSpec, register
 
 COLUMNS = ("train_loss", "val_loss", "val_acc", "val_top5")
+BREEDS = 120  # the Kaggle competition's
 
 
 @dataclass
@@ -65,7 +66,8 @@ class Model:
     head_on: Literal["logits", "features"] = c.opt(
         "logits", "logits: the book's head on the 1000 ImageNet logits; features: on the 512-d pooled features")
     hidden: int = c.opt(256, "hidden units of the head Linear-ReLU-Linear", ge=1)
-    num_classes: int = c.opt(120, "breeds (must match the data)", ge=2)
+    num_classes: classify.NumClasses = c.opt("auto", classify.NUM_CLASSES_HELP + " (labels.csv's breeds: 120)",
+                                             ge=2)
 
 
 @dataclass
@@ -85,8 +87,9 @@ class Finetune:
 class Optim(c.OptimConfig):
     """The book's SGD, rescaled: it sums the loss over the batch, cvtool averages it."""
 
-    lr: float = c.opt(1e-4 * 32, "learning rate for the batch-MEAN loss; the book's 1e-4 is on a summed-loss "
-                      "scale, so it becomes 1e-4 x batch_size (0.0032 at 32, 0.0128 at 128)", gt=0)
+    lr: float = c.opt(1e-4 * 32, "learning rate at reference_batch for the batch-MEAN loss: the book's 1e-4 on "
+                      "a summed loss x 32 (linear scaling gives its full-set 0.0128 at batch 128)", gt=0)
+    reference_batch: int = c.opt(32, "the batch optim.lr is meant for: the book's 32", ge=1)
     momentum: float = c.opt(0.9, "SGD momentum", ge=0, lt=1)
     weight_decay: float = c.opt(1e-4 / 32, "L2 weight decay for the mean loss: the book's 1e-4 / batch_size "
                                 "(3.125e-6 at 32, 7.8125e-7 at 128)", ge=0)
@@ -97,6 +100,7 @@ class Config:
     data: Data = field(default_factory=Data)
     model: Model = field(default_factory=Model)
     finetune: Finetune = field(default_factory=Finetune)
+    loss: classify.Loss = field(default_factory=classify.Loss)
     optim: Optim = field(default_factory=Optim)
     sched: c.SchedConfig = field(default_factory=lambda: c.SchedConfig(name="step", step_size=2, gamma=0.9))
     train: c.TrainConfig = field(default_factory=lambda: c.TrainConfig(epochs=10))
@@ -137,7 +141,7 @@ class DogNet(nn.Module):
 
 def make_model(cfg: Config, weights: str | None) -> DogNet:
     m = cfg.model
-    return DogNet(pretrained("resnet34", weights), m.head_on, m.hidden, m.num_classes)
+    return DogNet(pretrained("resnet34", weights), m.head_on, m.hidden, c.class_count(m.num_classes, BREEDS))
 
 
 def build_model(cfg: Config) -> nn.Module:
@@ -197,10 +201,10 @@ def backbone_features(model: DogNet, dataset: datasets.ImageRows, cfg: Config,
 # --------------------------------------------------------------------------- steps
 
 
-def make_train_step(cached: bool) -> Callable[[nn.Module, Any], StepOutput]:
+def make_train_step(cached: bool, label_smoothing: float = 0.0) -> Callable[[nn.Module, Any], StepOutput]:
     def train_step(model: nn.Module, batch: Any) -> StepOutput:
         x, y = batch
-        loss = F.cross_entropy(model(x, from_features=cached), y)
+        loss = F.cross_entropy(model(x, from_features=cached), y, label_smoothing=label_smoothing)
         return StepOutput(loss=loss, count=len(y))
 
     return train_step
@@ -271,9 +275,7 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     d = cfg.data
     root = kaggle.locate(d.root, kaggle.DOGS, d.download, d.tiny)
     labeled = kaggle.read_labels(root, kaggle.DOGS, sample=cfg.data.tiny)
-    if len(labeled.classes) != cfg.model.num_classes:
-        raise c.ConfigError(f"model.num_classes is {cfg.model.num_classes} but {root / kaggle.DOGS.labels_csv} "
-                            f"has {len(labeled.classes)} breeds")
+    cfg = c.with_num_classes(cfg, len(labeled.classes), str(root / kaggle.DOGS.labels_csv))
     listed = len(labeled.ids)
     if d.on_bad_image == "skip":
         labeled = labeled.readable()
@@ -306,7 +308,7 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
 
     return Task(
         name=SPEC.command, config=cfg, model=model, train_data=train, val_data=val,
-        train_step=make_train_step(cached), evaluate=make_evaluate(cached), columns=COLUMNS,
+        train_step=make_train_step(cached, cfg.loss.label_smoothing), evaluate=make_evaluate(cached), columns=COLUMNS,
         best_metric="val_loss", best_mode="min", collate_fn=datasets.collate,
         param_groups=groups, train_mode=train_mode, finish=finish,
         metadata={"classes": labeled.classes, "columns": header, "skipped_images": listed - len(labeled.ids)},

@@ -62,8 +62,9 @@ class Model:
 class Optim(c.OptimConfig):
     """The book's SGD, rescaled for a loss averaged over the batch instead of summed."""
 
-    lr: float = c.opt(0.032, "learning rate for the batch-mean loss: the book's 1e-3 on a loss summed "
-                             "over 32 images is 1e-3 x 32 (scale with data.batch_size)", gt=0)
+    lr: float = c.opt(0.032, "learning rate at reference_batch for the batch-mean loss: the book's 1e-3 on a "
+                             "loss summed over 32 images is 1e-3 x 32", gt=0)
+    reference_batch: int = c.opt(32, "the batch optim.lr is meant for: the book's 32", ge=1)
     weight_decay: float = c.opt(3.125e-5, "L2 weight decay: the book's 1e-3 divided by its batch of 32", ge=0)
 
 

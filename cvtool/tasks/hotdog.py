@@ -43,7 +43,8 @@ class Model:
 
     arch: Literal["resnet18", "resnet34"] = c.opt("resnet18", "torchvision backbone")
     weights: str | None = c.opt("IMAGENET1K_V1", "torchvision weight name, a .pth state-dict file, or none")
-    num_classes: int = c.opt(2, "output classes (must match the class folders)", ge=2)
+    num_classes: classify.NumClasses = c.opt("auto", classify.NUM_CLASSES_HELP + " (hotdog: 2 class folders)",
+                                             ge=2)
 
 
 @dataclass
@@ -59,7 +60,9 @@ class Config:
     data: Data = field(default_factory=Data)
     model: Model = field(default_factory=Model)
     finetune: Finetune = field(default_factory=Finetune)
-    optim: c.OptimConfig = field(default_factory=lambda: c.OptimConfig(lr=5e-5 * 128, weight_decay=1e-3 / 128))
+    loss: classify.Loss = field(default_factory=classify.Loss)
+    optim: c.OptimConfig = field(default_factory=lambda: c.OptimConfig(lr=5e-5 * 128, reference_batch=128,
+                                                                       weight_decay=1e-3 / 128))
     sched: c.SchedConfig = field(default_factory=c.SchedConfig)
     train: c.TrainConfig = field(default_factory=lambda: c.TrainConfig(epochs=5))
     log: c.LogConfig = field(default_factory=c.LogConfig)
@@ -67,7 +70,7 @@ class Config:
 
 def build_model(cfg: Config, weights: str | None = None) -> nn.Module:
     model = pretrained(cfg.model.arch, weights)
-    model.fc = classify.xavier_head(model.fc.in_features, cfg.model.num_classes)
+    model.fc = classify.xavier_head(model.fc.in_features, c.class_count(cfg.model.num_classes, len(CLASSES)))
     return model
 
 
@@ -83,14 +86,13 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     skip = d.on_bad_image == "skip"
     train = ClassFolders(root / "train", view, skip_bad=skip)
     val = ClassFolders(root / "test", eval_transform(cfg), classes=train.classes, skip_bad=skip)
-    if len(train.classes) != cfg.model.num_classes:
-        raise c.ConfigError(f"model.num_classes is {cfg.model.num_classes} but {root / 'train'} "
-                            f"holds {len(train.classes)} classes")
+    cfg = c.with_num_classes(cfg, len(train.classes), str(root / "train"))
     model = build_model(cfg, cfg.model.weights)
     train_mode = classify.freeze(model, model.fc) if cfg.finetune.freeze_backbone else None
     return Task(
         name=SPEC.command, config=cfg, model=model, train_data=train, val_data=val,
-        train_step=classify.train_step, evaluate=classify.evaluate, columns=classify.COLUMNS,
+        train_step=classify.smoothed_step(cfg.loss.label_smoothing), evaluate=classify.evaluate,
+        columns=classify.COLUMNS,
         best_metric="val_acc", best_mode="max",
         param_groups=lambda m: classify.head_groups(m, m.fc, cfg.finetune.head_lr_mult),
         train_mode=train_mode,

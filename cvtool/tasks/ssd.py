@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +54,8 @@ class Data(c.DataConfig):
 class Model:
     """TinySSD size."""
 
-    num_classes: int = c.opt(1, "object classes, background not counted (bananas: 1)", ge=1)
+    num_classes: int | Literal["auto"] = c.opt(
+        "auto", "object classes, background not counted; auto = one per data.classes name (bananas: 1)", ge=1)
     width: float = c.opt(1.0, "channel multiplier: 1.0 = the book's 16-32-64-128; smaller trains faster", gt=0)
 
 
@@ -72,8 +73,9 @@ class Detect:
 
 @dataclass
 class Optim(c.OptimConfig):
-    lr: float = c.opt(0.2 * BATCH, "learning rate for the batch-MEAN loss: the book's 0.2 on its summed loss "
-                      "x batch 32 = 6.4", gt=0)
+    lr: float = c.opt(0.2 * BATCH, "learning rate at reference_batch for the batch-MEAN loss: the book's 0.2 on "
+                      "its summed loss x batch 32 = 6.4", gt=0)
+    reference_batch: int = c.opt(BATCH, "the batch optim.lr is meant for: the book's 32", ge=1)
     weight_decay: float = c.opt(5e-4 / BATCH, "L2 weight decay for the batch-MEAN loss: the book's 5e-4 / "
                                 "batch 32 = 1.5625e-5", ge=0)
 
@@ -95,7 +97,7 @@ class Config:
 
 
 def build_model(cfg: Config) -> TinySSD:
-    return TinySSD(cfg.model.num_classes, cfg.model.width)
+    return TinySSD(c.class_count(cfg.model.num_classes, len(cfg.data.classes)), cfg.model.width)
 
 
 class WithTargets(Dataset):
@@ -228,16 +230,10 @@ def first_samples(data: BananaDataset) -> detect.Samples:
 # --------------------------------------------------------------------------- build, predict
 
 
-def check(cfg: Config) -> None:
-    if len(cfg.data.classes) != cfg.model.num_classes:
-        raise c.ConfigError(f"data.classes names {len(cfg.data.classes)} class(es) but model.num_classes is "
-                            f"{cfg.model.num_classes}; give one name per class")
-
-
 def build(cfg: Config, rank_zero: bool = True) -> Task:
     from cvtool.data import hub
 
-    check(cfg)
+    cfg = c.with_num_classes(cfg, len(cfg.data.classes), "data.classes")
     d = cfg.data
     root = hub.ensure(Path(d.root), "banana-detection", d.download, LAYOUT)
     augment = Augment(flip=d.flip, scale_jitter=d.scale_jitter)
