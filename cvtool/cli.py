@@ -17,10 +17,9 @@ import traceback
 import typer
 
 import cvtool
-from cvtool.commands import config, data, evaluate, export, predict, stylize, train
-from cvtool.commands.common import one_line, unexpected
-from cvtool.engine.run import RESUME_LAST
 from cvtool.errors import CvtoolError, Interrupted
+
+FLAGS_BEFORE_COMMAND = {"--debug", "--version"}
 
 
 def version_callback(value: bool) -> None:
@@ -38,6 +37,7 @@ def root(version: bool = typer.Option(False, "--version", callback=version_callb
 
 def make_app() -> typer.Typer:
     """The app for the tasks registered now."""
+    from cvtool.commands import config, data, evaluate, export, predict, stylize, train
     from cvtool.tasks import registry
 
     registry.discover()
@@ -49,8 +49,39 @@ def make_app() -> typer.Typer:
     return app
 
 
+def tidy_help(command: typer.main.TyperGroup | typer.main.TyperCommand) -> None:
+    """Help that reads like git's: on/off flags show no type, the rest keep their metavar."""
+    params = list(command.params)
+    help_option = command.get_help_option(typer.Context(command))
+    for param in [*params, *([help_option] if help_option is not None else [])]:
+        if getattr(param, "is_bool_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for child in getattr(command, "commands", {}).values():
+        tidy_help(child)
+
+
+def say_loading() -> None:
+    """Building the commands imports torch and every task (seconds): say so on a terminal."""
+    if sys.stderr.isatty():
+        sys.stderr.write("cvtool: loading torch and the task modules...\r")
+        sys.stderr.flush()
+
+
+def done_loading() -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+
+
+def version_only(args: list[str]) -> bool:
+    """``cvtool --version`` answers before the tasks (and torch) are imported."""
+    return "--version" in args and all(a in FLAGS_BEFORE_COMMAND for a in args)
+
+
 def normalize_argv(argv: list[str]) -> list[str]:
     """Let ``--resume`` stand alone: click options cannot take an optional value."""
+    from cvtool.engine.run import RESUME_LAST
+
     out = []
     for i, arg in enumerate(argv):
         following = argv[i + 1] if i + 1 < len(argv) else None
@@ -62,11 +93,22 @@ def normalize_argv(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = normalize_argv(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    if version_only(args):
+        print(f"cvtool {cvtool.__version__}")
+        return 0
     rank = os.environ.get("RANK", "0")
     who = "cvtool" if rank == "0" else f"cvtool[rank {rank}]"  # under torchrun a failure may be one rank's
+    from cvtool.commands.common import one_line, unexpected
+
     try:
-        command = typer.main.get_command(make_app())
+        say_loading()
+        try:
+            args = normalize_argv(args)
+            command = typer.main.get_command(make_app())
+            tidy_help(command)
+        finally:
+            done_loading()
         code = command.main(args=args, prog_name="cvtool", standalone_mode=False)
         return code if isinstance(code, int) else 0
     except Interrupted as exc:

@@ -58,6 +58,13 @@ def check_resumable(cfg: Any, ckpt: dict[str, Any], path: Path) -> None:
                                  "(start a new run to train with other settings)")
 
 
+def where(run_dir: Path, resume_from: dict[str, Any] | None) -> str:
+    """Where this run writes; a resumed one says where in the run it picks up."""
+    if resume_from is None:
+        return f"writing {run_dir}"
+    return f"resuming {run_dir} at epoch {int(resume_from['epoch']) + 1}, step {int(resume_from['step'])}"
+
+
 def build_once(build: Callable[..., Task], cfg: cfglib.TaskConfig, procs: runtime.Processes) -> Task:
     """Rank 0 builds first (it may download or cache the dataset); the others wait, then read it."""
     if not procs.main:
@@ -88,7 +95,7 @@ def train(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, *, o
                   procs=procs)
         fit = Trainer(task, run, reporter)  # its checks need the task; they write nothing
         reporter.info(f"{command}: {len(task.train_data)} train / {len(task.val_data)} val items on {dev}"
-                      f"{f' x {procs.world} processes' if procs.distributed else ''}; writing {run_dir}")
+                      f"{f' x {procs.world} processes' if procs.distributed else ''}; {where(run_dir, resume_from)}")
         try:
             summary = fit.fit()
         except Interrupted as exc:

@@ -8,6 +8,7 @@ resume, Ctrl-C handling, progress and the run directory's records.
 from __future__ import annotations
 
 import math
+import shlex
 import signal
 import time
 from dataclasses import dataclass
@@ -312,7 +313,8 @@ class Trainer:
         name = signal.Signals(stop.signum).name if stop.signum else "signal"
         where = (f"at step {self.step_in_epoch} of epoch {self.epoch + 1}" if self.step_in_epoch
                  else f"after epoch {self.epoch}")
-        raise Interrupted(f"{name} received: saved {path} {where}; continue with --resume --out {self.run.run_dir}")
+        again = shlex.join(["cvtool", self.task.name, "--resume", "--out", str(self.run.run_dir)])
+        raise Interrupted(f"{name} received: saved {path} {where}; continue with: {again}")
 
     # ------------------------------------------------------------------ end
 
