@@ -63,7 +63,7 @@ def test_per_class_figures_wrap_below_the_table_at_80_columns(monkeypatch):
     stream = Terminal()
     row = {"train_loss": 0.5, "val_loss": 0.6, "val_miou": 0.4, "val_miou_background_only": 0.03,
            **{f"val_iou/class{k}": 0.25 for k in range(21)}, "lr": 0.1, "epoch_seconds": 3.0,
-           "images_per_second": 1234.5}
+           "images_per_second": 1234.6}
     Reporter(stream).end_epoch(1, 1, row)
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip() for line in stream.getvalue().splitlines()]
     assert max(map(len, lines)) <= 80
