@@ -329,7 +329,7 @@ class Trainer:
             self.model.eval()
             with torch.no_grad():
                 artifacts.update(self.task.finish(self.model, self.run.run_dir, self.device))
-        curves = plots.curves(self.metrics.read(), self.run.run_dir / "curves.png")
+        curves = plots.curves(self.metrics.read(), self.run.run_dir / "curves.png", best=self.best)
         artifacts["curves"] = str(curves)
         return self.write_summary("completed", artifacts=artifacts)
 
