@@ -89,7 +89,6 @@ class Trainer:
         self.ckpt_dir = run.run_dir / "checkpoints"
         self.best: dict[str, Any] = {"metric": task.best_metric, "mode": task.best_mode, "value": None, "epoch": None}
         self.last_row: dict[str, Any] = {}
-        self.extra: dict[str, Any] = {}
         self.epoch = 0
         self.step_in_epoch = 0
         self.partial: dict[str, Any] = {}
@@ -217,13 +216,13 @@ class Trainer:
         row["lr"] = self.optimizer.param_groups[0]["lr"]
         row["epoch_seconds"] = seconds
         row["images_per_second"] = images / seconds if seconds > 0 else None
-        self.extra = {k: v for k, v in row.items() if k not in self.columns}
+        extra = {k: v for k, v in row.items() if k not in self.columns}  # e.g. per-class IoU
         self.last_row = {k: v for k, v in row.items() if k in self.columns}
         self.epoch, self.step_in_epoch, self.partial = epoch, 0, {}
         if self.main:
             self.metrics.append(self.last_row)
         if self.improved(row.get(self.task.best_metric)):
-            self.best.update(value=row[self.task.best_metric], epoch=epoch)
+            self.best.update(value=row[self.task.best_metric], epoch=epoch, extra=extra)
             self.save("best.pt")
         self.save("last.pt")
         self.write_summary("running")
@@ -347,7 +346,7 @@ class Trainer:
             "epochs": self.tc.epochs,
             "best": {k: self.best[k] for k in ("metric", "mode", "value", "epoch")},
             "final": self.last_row,
-            "extra": self.extra,
+            "extra": {"epoch": self.best["epoch"], **self.best["extra"]} if self.best.get("extra") else {},
             "skipped_steps": self.skipped,
             "skipped_images": self.task.metadata.get("skipped_images", 0),
             "paths": paths,
