@@ -91,7 +91,7 @@ def test_dog_checkpoint_with_cached_features_scores_on_its_own_backbone(cli, roo
                                        data__batch_size=4, model__hidden=16, data__augment="false",
                                        finetune__cache_features="true", optim__lr=0.5))
     result = evaluate(cli)
-    assert set(result["metrics"]) == {"val_loss", "val_acc", "val_top5"}
+    assert set(result["metrics"]) == {"val_loss", "val_acc"}  # no top-5 of 3 classes: it is always 1
     assert_same_metrics(result)
 
 
