@@ -80,8 +80,8 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     root = hub.ensure(Path(d.root), "hotdog", d.download, LAYOUT)
     view = presets.classification_train(d.image_size, d.mean, d.std) if d.augment else eval_transform(cfg)
     skip = d.on_bad_image == "skip"
-    train = ClassFolders(root / "train", view, skip_bad=skip)
-    val = ClassFolders(root / "test", eval_transform(cfg), classes=train.classes, skip_bad=skip)
+    train = ClassFolders(root / "train", view, skip_bad=skip, layout=LAYOUT)
+    val = ClassFolders(root / "test", eval_transform(cfg), classes=train.classes, skip_bad=skip, layout=LAYOUT)
     if len(train.classes) != cfg.model.num_classes:
         raise c.ConfigError(f"model.num_classes is {cfg.model.num_classes} but {root / 'train'} "
                             f"holds {len(train.classes)} classes")
