@@ -19,7 +19,7 @@ def predict(
     checkpoint_path: Path = typer.Option(..., "--checkpoint",
                                          help="A checkpoint written by a train command, or an exported .onnx / "
                                               ".torchscript model."),
-    images: list[Path] = typer.Argument(None, help="Images (or folders of images) to run the model on."),
+    images: list[Path] = typer.Argument(None, metavar="IMAGE", help="Images (or folders of images) to run the model on."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for pictures or files the task writes."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Detection score threshold."),
     kaggle_test: Optional[Path] = typer.Option(None, "--kaggle-test", help="Kaggle test folder: write submission.csv."),
