@@ -17,13 +17,20 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import LogFormatter, MaxNLocator  # noqa: E402
 
 from cvtool.files import atomic_write  # noqa: E402
 
 SKIP = {"epoch", "lr", "epoch_seconds", "images_per_second"}
 FAMILIES = ("loss", "error", "score")
 MARKERS_UP_TO = 30  # epochs; past that, markers only clutter the lines
+
+
+class PlainLog(LogFormatter):
+    """Log-axis labels as plain numbers (0.3, 0.006, 20), on the ticks LogFormatter labels."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return f"{x:g}" if super().__call__(x, pos) else ""
 
 
 def family(key: str) -> str:
@@ -64,6 +71,8 @@ def curves(rows: list[dict[str, float]], path: Path, best: dict[str, Any] | None
                 ax.plot(xs, ys, marker=marker, markersize=4, label=key)
         if name != "score" and spans_a_decade(values):
             ax.set_yscale("log")
+            for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+                axis_formatter(PlainLog(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
             name += " (log scale)"
         mark_best(ax, best)
         ax.set_title(name)
