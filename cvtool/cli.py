@@ -16,14 +16,17 @@ import signal
 import sys
 import traceback
 
+from typing import TYPE_CHECKING
+
 import typer
 
 import cvtool
-from cvtool.commands import config, data, evaluate, export, predict, runs, stylize, train
-from cvtool.commands.common import one_line, unexpected
-from cvtool.engine import runtime
-from cvtool.engine.run import RESUME_LAST
 from cvtool.errors import CvtoolError, Interrupted
+
+if TYPE_CHECKING:
+    from cvtool.engine import runtime
+
+FLAGS_BEFORE_COMMAND = {"--debug", "--version"}
 
 
 def version_callback(value: bool) -> None:
@@ -41,6 +44,7 @@ def root(version: bool = typer.Option(False, "--version", callback=version_callb
 
 def make_app() -> typer.Typer:
     """The app for the tasks registered now."""
+    from cvtool.commands import config, data, evaluate, export, predict, runs, stylize, train
     from cvtool.tasks import registry
 
     registry.discover()
@@ -52,8 +56,39 @@ def make_app() -> typer.Typer:
     return app
 
 
+def tidy_help(command: typer.main.TyperGroup | typer.main.TyperCommand) -> None:
+    """Help that reads like git's: on/off flags show no type, the rest keep their metavar."""
+    params = list(command.params)
+    help_option = command.get_help_option(typer.Context(command))
+    for param in [*params, *([help_option] if help_option is not None else [])]:
+        if getattr(param, "is_bool_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for child in getattr(command, "commands", {}).values():
+        tidy_help(child)
+
+
+def say_loading() -> None:
+    """Building the commands imports torch and every task (seconds): say so on a terminal."""
+    if sys.stderr.isatty():
+        sys.stderr.write("cvtool: loading torch and the task modules...\r")
+        sys.stderr.flush()
+
+
+def done_loading() -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+
+
+def version_only(args: list[str]) -> bool:
+    """``cvtool --version`` answers before the tasks (and torch) are imported."""
+    return "--version" in args and all(a in FLAGS_BEFORE_COMMAND for a in args)
+
+
 def normalize_argv(argv: list[str]) -> list[str]:
     """Let ``--resume`` stand alone: click options cannot take an optional value."""
+    from cvtool.engine.run import RESUME_LAST
+
     out = []
     for i, arg in enumerate(argv):
         following = argv[i + 1] if i + 1 < len(argv) else None
@@ -69,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     boundary), later ones are ignored, so an interrupt always ends in one line and exit 130.
     ``argv`` None means this process is the command (the console script): once the outcome is
     reported, signals are ignored until it exits."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if version_only(args):
+        print(f"cvtool {cvtool.__version__}")
+        return 0
+    from cvtool.engine import runtime
+
     rank = os.environ.get("RANK", "0")
     who = "cvtool" if rank == "0" else f"cvtool[rank {rank}]"  # under torchrun a failure may be one rank's
     with contextlib.ExitStack() as stack:
@@ -78,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             stack.enter_context(guard)
         try:
-            code, line = dispatch(normalize_argv(list(sys.argv[1:] if argv is None else argv)), guard, rank)
+            code, line = dispatch(args, guard, rank)
         except KeyboardInterrupt:  # a signal while an error was being reported
             code, line = 130, interrupted(guard)
         guard.immediate = False  # nothing cuts the report short
@@ -96,8 +137,16 @@ def interrupted(guard: runtime.StopFlag) -> str:
 
 def dispatch(args: list[str], guard: runtime.StopFlag, rank: str) -> tuple[int, str | None]:
     """The exit code and the one line to print for it."""
+    from cvtool.commands.common import one_line, unexpected
+
     try:
-        command = typer.main.get_command(make_app())
+        say_loading()
+        try:
+            args = normalize_argv(args)
+            command = typer.main.get_command(make_app())
+            tidy_help(command)
+        finally:
+            done_loading()
         code = command.main(args=args, prog_name="cvtool", standalone_mode=False)
         if code == 130:  # typer turns KeyboardInterrupt into a silent exit 130
             raise KeyboardInterrupt

@@ -43,6 +43,55 @@ def test_missing_data_exits_3_with_the_layout(cli):
     code, _, err = cli("finetune-hotdog", "--set", "data.root=nowhere/hotdog", "--set", "data.download=false")
     assert code == 3
     assert "hotdog/{train,test}" in err and "cvtool data fetch hotdog" in err
+    assert "`cvtool data synth hotdog --out nowhere/hotdog`" in err  # the way to try it offline
+
+
+def test_a_hotdog_folder_of_the_wrong_shape_shows_the_layout(cli, tmp_path):
+    (tmp_path / "flat" / "train").mkdir(parents=True)
+    code, _, err = cli("finetune-hotdog", "--set", f"data.root={tmp_path / 'flat'}", "--set", "data.download=false")
+    assert code == 2 and "expected layout: hotdog/{train,test}/{hotdog,not-hotdog}/*.png" in err
+
+
+def test_help_shows_no_types_for_flags_and_key_value_for_set(cli):
+    for command in ("train-ssd", "predict", "eval", "stylize"):
+        code, out, _ = cli(command, "--help")
+        assert code == 0 and "<bool>" not in out and "list[str]" not in out, command
+    code, out, _ = cli("train-ssd", "--help")
+    assert "KEY=VALUE" in out
+
+
+def test_data_synth_help_names_every_kind_and_each_default(cli):
+    code, out, _ = cli("data", "synth", "--help")
+    text = " ".join(out.replace("│", " ").split())
+    assert code == 0 and "KIND" in text and "{kind}" not in text
+    for kind in registry.synth_writers():
+        assert kind in text
+    assert "(default: cifar 1000, dogs 600, voc 300, bananas 1000)" in text and "--n-train N" in text
+
+
+def test_version_answers_without_importing_the_tasks():
+    import subprocess
+    import sys
+
+    code = "import sys; from cvtool.cli import main; main(['--version']); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["cvtool", out.split()[1], "False"]
+
+
+def test_a_terminal_hears_what_is_loading(monkeypatch, capsys):
+    import io
+
+    from cvtool import cli as cli_module
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    err = Terminal()
+    monkeypatch.setattr("sys.stderr", err)
+    assert cli_module.main(["--help"]) == 0
+    assert err.getvalue().startswith("cvtool: loading torch and the task modules...\r")
+    assert err.getvalue().endswith("\r\x1b[K")  # and the line is cleared before the output
 
 
 def test_missing_weights_exit_3_with_the_cache_path(cli, tiny_hotdog, tmp_path):

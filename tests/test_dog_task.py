@@ -123,8 +123,22 @@ def test_the_head_learns_on_cached_features(root):
     task.model.eval()
     metrics = task.evaluate(task.model, [task.val_data.__getitems__(list(range(len(task.val_data))))],
                             torch.device("cpu"))
-    assert set(metrics) == {"val_loss", "val_acc", "val_top5"} and metrics["val_top5"] == 1.0
+    assert set(metrics) == {"val_loss", "val_acc"}  # top-5 of 3 classes is always 1: left out
+    assert "val_top5" not in task.columns
     assert task.best_metric == "val_loss" and task.best_mode == "min"
+
+
+@pytest.mark.parametrize("classes, top5", [(5, None), (6, 0.5)])
+def test_top5_only_with_more_than_five_classes(classes, top5):
+    class Fixed(torch.nn.Module):
+        def forward(self, x, from_features=False):
+            return x
+
+    logits = torch.arange(classes, dtype=torch.float).repeat(2, 1)  # ranks: last class first
+    labels = torch.tensor([classes - 1, 0])  # first right; second is last-ranked
+    metrics = dog.make_evaluate(False)(Fixed(), [(logits, labels)], torch.device("cpu"))
+    assert metrics.get("val_top5") == top5 and metrics["val_acc"] == 0.5
+    assert ("val_top5" in dog.columns_for(classes)) == (top5 is not None)
 
 
 def read_rows(path: Path) -> list[list[str]]:

@@ -216,8 +216,11 @@ def test_finish_and_predict_write_pictures_and_masks(devkit, tmp_path):
             assert mask.mode == "P" and mask.size == size
             assert mask.getpalette()[3:6] == [128, 0, 0]
             present = [task.metadata["classes"][k] for k in np.unique(np.asarray(mask)).tolist()]
-        assert r["classes_present"] == present
-        assert Image.open(r["overlay"]).size == size
+        assert sorted(r["classes_present"]) == sorted(present) == sorted(r["pixel_shares"])
+        assert sum(r["pixel_shares"].values()) == pytest.approx(1, abs=1e-3)
+        width, height = Image.open(r["overlay"]).size
+        short = min(size)
+        assert min(width, height) >= min(256, short) and height > width * size[1] / size[0]  # enlarged; legend below
     with pytest.raises(InputError, match="--out"):
         fcn.predict(model, cfg, task.metadata, [gray], torch.device("cpu"), {})
 
@@ -239,3 +242,9 @@ def test_inputs_sharing_a_stem_get_their_own_output_files(devkit, tmp_path):
     masks = [Path(r["mask"]).name for r in results]
     assert masks == ["coffee_mask.png", "coffee_1_mask.png", "coffee_2_mask.png"]
     assert all(Path(r["mask"]).is_file() and Path(r["overlay"]).is_file() for r in results)
+    before = (tmp_path / "out" / "coffee_1_mask.png").read_bytes()
+    with pytest.raises(InputError, match=r"coffee_mask.png already exists \(and 5 more\); pass --overwrite"):
+        fcn.predict(model, cfg, {}, paths, torch.device("cpu"), {"out": tmp_path / "out"})
+    assert (tmp_path / "out" / "coffee_1_mask.png").read_bytes() == before
+    again = fcn.predict(model, cfg, {}, paths[:1], torch.device("cpu"), {"out": tmp_path / "out", "overwrite": True})
+    assert Path(again[0]["mask"]).name == "coffee_mask.png"

@@ -54,4 +54,29 @@ def test_the_epoch_table_puts_splits_in_rows_and_fits_80_columns(monkeypatch):
     assert "epoch 3/10" in text and "map50" in text and "0.9612" in text and "…" not in text
     train = next(line for line in lines if "train" in line)
     assert "0.3961" in train and "0.9612" not in train
-    assert "images_per_second 386.8" in text
+    assert "lr 6.4  12.48 s  386.8 images/s" in text  # the footer on one line
+
+
+def test_per_class_figures_wrap_below_the_table_at_80_columns(monkeypatch):
+    monkeypatch.delenv("CI")
+    monkeypatch.setenv("COLUMNS", "80")
+    stream = Terminal()
+    row = {"train_loss": 0.5, "val_loss": 0.6, "val_miou": 0.4, "val_miou_background_only": 0.03,
+           **{f"val_iou/class{k}": 0.25 for k in range(21)}, "lr": 0.1, "epoch_seconds": 3.0,
+           "images_per_second": 1234.6}
+    Reporter(stream).end_epoch(1, 1, row)
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip() for line in stream.getvalue().splitlines()]
+    assert max(map(len, lines)) <= 80
+    text = "\n".join(lines)
+    assert "…" not in text and "miou_background_only" in text and "val iou: class0 0.25" in text
+    assert "class20 0.25" in text and "1235 images/s" in text
+
+
+def test_the_running_loss_stays_on_the_bar_between_updates(monkeypatch):
+    monkeypatch.delenv("CI")
+    reporter = Reporter(Terminal())
+    reporter.start_epoch(1, 1, steps=20)
+    reporter.step("loss 0.7311")
+    reporter.step()
+    assert reporter.progress.tasks[0].fields["status"] == "loss 0.7311"
+    reporter.stop_bar()

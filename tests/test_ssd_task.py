@@ -220,7 +220,7 @@ def test_train_steps_lower_the_loss_then_evaluate_finish_predict(synth, tmp_path
     assert all(b["class"] == "banana" and 0 <= b["score"] <= 1 for b in boxes)
     assert max(b["box"][2] for b in boxes) > 64  # pixels of the 128x96 original, not normalised
     assert [b["score"] for b in boxes] == sorted((b["score"] for b in boxes), reverse=True)
-    assert Image.open(results[0]["drawn"]).size == (128, 96)
+    assert Image.open(results[0]["drawn"]).size == (341, 256)  # enlarged to a readable 256 short side
     with pytest.raises(InputError, match="threshold"):
         ssd.predict(model, task.config, task.metadata, [photo], torch.device("cpu"), {"threshold": 2})
 
@@ -235,5 +235,25 @@ def test_predict_names_pictures_of_inputs_sharing_a_stem_apart(tmp_path):
         Image.new("RGB", size, (200, 180, 40)).save(paths[-1])
     results = ssd.predict(model, cfg, {"classes": ["banana"], "image_size": 64}, paths, torch.device("cpu"),
                           {"threshold": 0.0, "out": tmp_path / "drawn"})
-    assert [Path(r["drawn"]).name for r in results] == ["photo.png", "photo_1.png", "photo_2.png"]
-    assert [Image.open(r["drawn"]).size for r in results] == [(80, 60), (64, 64), (50, 90)]
+    assert [Path(r["drawn"]).name for r in results] == ["photo_boxes.png", "photo_1_boxes.png", "photo_2_boxes.png"]
+    assert [Image.open(r["drawn"]).size for r in results] == [(341, 256), (256, 256), (256, 461)]
+    with pytest.raises(InputError, match="photo_boxes.png already exists"):
+        ssd.predict(model, cfg, {"classes": ["banana"], "image_size": 64}, paths[:1], torch.device("cpu"),
+                    {"out": tmp_path / "drawn"})
+    again = ssd.predict(model, cfg, {"classes": ["banana"], "image_size": 64}, paths[:1], torch.device("cpu"),
+                        {"out": tmp_path / "drawn", "overwrite": True})
+    assert Path(again[0]["drawn"]).name == "photo_boxes.png"
+
+
+def test_the_best_box_below_the_threshold_is_drawn_faded_on_an_empty_tile():
+    from cvtool.tasks.detect import Detection, draw
+
+    image = torch.zeros(3, 64, 64, dtype=torch.uint8)
+    found = Detection(torch.tensor([[10.0, 10.0, 40.0, 50.0]]), torch.tensor([0.3]), torch.tensor([0]))
+    shown = draw(image, found, 0.2, ["banana"])  # above: full red, on a 256-pixel picture
+    faded = draw(image, found, 0.5, ["banana"])  # below: the same box half-way to the image
+    assert shown.shape == faded.shape == (3, 256, 256)
+    edge = (slice(None), slice(120, 180), 160)  # the box's right side, x = 40 * 4
+    assert shown[edge][0].max() == 255 and faded[edge][0].max() == 128
+    empty = draw(image, Detection(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long)), 0.5, [])
+    assert empty.max() == 0

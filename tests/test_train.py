@@ -81,13 +81,14 @@ def test_resume_after_an_interrupt_ends_with_the_same_weights(cli, tiny_hotdog, 
     code, _, err = cli("finetune-hotdog", *tiny_hotdog, "--epochs", "3", "--out", part)
     monkeypatch.setattr(classify, "train_step", original)
     assert code == 130, err
-    assert "--resume" in err
+    assert f"continue with: cvtool finetune-hotdog --resume --out {part}" in err  # the whole command
     assert json.loads((part / "summary.json").read_text())["status"] == "interrupted"
     ckpt = checkpoint.load(part / "checkpoints" / "last.pt")
     assert (ckpt["epoch"], ckpt["step"]) == (1, 2)
 
-    code, _, err = cli("finetune-hotdog", "--resume", "--out", part)
+    code, out, err = cli("finetune-hotdog", "--resume", "--out", part)
     assert code == 0, err
+    assert f"resuming {part} at epoch 2, step 2" in out
     assert_same_weights(weights(full / "checkpoints" / "last.pt"), weights(part / "checkpoints" / "last.pt"))
     with open(part / "metrics.csv") as fh:
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2", "3"]

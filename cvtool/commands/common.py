@@ -14,7 +14,8 @@ from cvtool.errors import CvtoolError, InputError
 from cvtool.tasks import registry
 
 CONFIG_OPTION = typer.Option(None, "--config", "-c", help="YAML config file.")
-SET_OPTION = typer.Option([], "--set", "-s", help="Override a key: a.b=VALUE (YAML value).")
+SET_OPTION = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
+                          help="Override a config key, e.g. optim.lr=0.1 (a YAML value; repeatable).")
 DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps."
 JSON_HELP = "Print one JSON result object on stdout."
 

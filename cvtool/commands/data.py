@@ -59,7 +59,8 @@ def synth_options(writers: dict[str, Callable[..., Path]]) -> list[inspect.Param
     for name in names:
         text, low = KNOWN.get(name, (name.replace("_", " "), None))
         per_kind = ", ".join(f"{kind} {value}" for kind, value in defaults[name].items())
-        option = typer.Option(None, "--" + name.replace("_", "-"), min=low, help=f"{text.capitalize()} ({per_kind}).")
+        option = typer.Option(None, "--" + name.replace("_", "-"), min=low, metavar="N",
+                              help=f"{text.capitalize()} (default: {per_kind}).")
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[int]))
     return params
 
@@ -88,9 +89,11 @@ def synth_command() -> Callable[..., None]:
 
     fixed = [
         inspect.Parameter("kind", inspect.Parameter.KEYWORD_ONLY, annotation=str,
-                          default=typer.Argument(..., help=" | ".join(writers))),
+                          default=typer.Argument(..., metavar="KIND", show_default=False,
+                                                 help="The dataset to write: " + ", ".join(writers) + ".")),
         inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
-                          default=typer.Option(..., "--out", help="Dataset folder to write (the real layout).")),
+                          default=typer.Option(..., "--out", metavar="DIR",
+                                               help="Dataset folder to write (the real layout).")),
     ]
     seed = inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, annotation=int,
                              default=typer.Option(0, "--seed", help="Random seed."))

@@ -14,7 +14,7 @@ from cvtool.tasks import registry
 
 def evaluate(
     checkpoint_path: Path = typer.Option(..., "--checkpoint", help="A checkpoint written by a train command."),
-    overrides: list[str] = typer.Option([], "--set", "-s",
+    overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                         help="Change the checkpoint's config: a.b=VALUE, e.g. data.root=DIR."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),

@@ -11,7 +11,7 @@ import typer
 from cvtool import config as cfglib
 from cvtool.commands.common import DEVICE_HELP, emit, load_weights
 from cvtool.errors import InputError
-from cvtool.tasks import registry
+from cvtool.tasks import outputs, registry
 from cvtool.tasks.registry import TaskSpec
 
 
@@ -19,14 +19,16 @@ def predict(
     checkpoint_path: Path = typer.Option(..., "--checkpoint",
                                          help="A checkpoint written by a train command, or an exported .onnx / "
                                               ".torchscript model."),
-    images: list[Path] = typer.Argument(None, help="Images (or folders of images) to run the model on."),
+    images: list[Path] = typer.Argument(None, metavar="IMAGE", help="Images (or folders of images) to run the model on."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for pictures or files the task writes."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Detection score threshold."),
     kaggle_test: Optional[Path] = typer.Option(None, "--kaggle-test", help="Kaggle test folder: write submission.csv."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     threads_opt: str = typer.Option("auto", "--threads", help="CPU threads: N, or auto (the CPUs this process "
                                     "may use; OMP_NUM_THREADS, when set, replaces auto)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON list."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files already in --out (default: stop, exit 2)."),
+    as_json: bool = typer.Option(False, "--json",
+                                 help="Print JSON: a list, one object per image (--kaggle-test: one object)."),
 ) -> None:
     """Run a trained checkpoint, or a model `cvtool export` wrote, on images (it says which task it is)."""
     from cvtool.engine import checkpoint, runtime, threads
@@ -46,9 +48,7 @@ def predict(
         check_option(spec, checkpoint_path, "kaggle_test")
         if not kaggle_test.is_dir():
             raise InputError(f"--kaggle-test {kaggle_test} is not a folder")
-        submission = (out or Path(".")) / "submission.csv"
-        if submission.exists():
-            raise InputError(f"{submission} already exists; remove it or pass --out DIR")
+        outputs.refuse_existing([(out or Path(".")) / "submission.csv"], overwrite)
     if threshold is not None:
         check_option(spec, checkpoint_path, "threshold")
     images = expand_images(images or [])
@@ -60,11 +60,11 @@ def predict(
     else:  # the export runs itself (ONNX Runtime places itself); its torch side stays on the CPU
         dev, model, metadata = runtime.select_device("cpu"), loaded.model, loaded.metadata
     model.to(dev).eval()
-    options = {k: v for k, v in {"out": out, "threshold": threshold, "kaggle_test": kaggle_test}.items()
-               if v is not None}
+    options = {k: v for k, v in {"out": out, "threshold": threshold, "kaggle_test": kaggle_test,
+                                 "overwrite": overwrite or None}.items() if v is not None}
     results = spec.predict(model, cfg, metadata, images, dev, options)
     if as_json:
-        emit(results, True)
+        emit(as_object(results) if kaggle_test is not None else results, True)
         return
     for r in results:
         typer.echo(format_prediction(r))
@@ -76,6 +76,12 @@ def parse_threads(text: str) -> int | str:
     if not text.strip().isdigit() or int(text) < 1:
         raise InputError(f"--threads expects a whole number >= 1 or auto, got {text!r}")
     return int(text)
+
+
+def as_object(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """``--kaggle-test --json``: the submission's object; images given too go under ``images``."""
+    head, *rest = results
+    return {**head, "images": rest} if rest else head
 
 
 def check_option(spec: TaskSpec, path: Path, option: str) -> None:
@@ -107,11 +113,23 @@ def expand_images(paths: list[Path]) -> list[Path]:
 
 
 def format_prediction(result: dict[str, Any]) -> str:
-    key = "image" if "image" in result else "test_dir"
-    head = result.get(key, "")
+    """One result as a person reads it (``--json`` gives the same as data)."""
+    if "submission" in result:
+        return f"{result['submission']}: {result['rows']} rows for the test images in {result['test_dir']}"
+    head = result["image"]
     if "class" in result:
         return f"{head}: {result['class']} ({result['probability']:.3f})"
-    rest = {k: v for k, v in result.items() if k != key}
+    if "boxes" in result:
+        count = len(result["boxes"])
+        lines = [f"{head}: {count} box{'es' if count != 1 else ''} (x1 y1 x2 y2 in the image's pixels)"
+                 if count else f"{head}: no box scores above the threshold"]
+        lines += [f"  {b['class']:<12} {b['score']:.2f}  " + " ".join(f"{v:7.1f}" for v in b["box"])
+                  for b in result["boxes"]]
+        return "\n".join(lines + ([f"  drawn: {result['drawn']}"] if "drawn" in result else []))
+    if "mask" in result:
+        shares = "  ".join(f"{name} {share:.1%}" for name, share in result["pixel_shares"].items())
+        return f"{head}: mask {result['mask']}, overlay {result['overlay']}\n  pixels: {shares}"
+    rest = {k: v for k, v in result.items() if k != "image"}
     return f"{head}: {json.dumps(rest, default=str)}"
 
 

@@ -19,15 +19,16 @@ class ClassFolders(Dataset):
     """
 
     def __init__(self, folder: Path, transform: Callable | None = None, classes: list[str] | None = None,
-                 *, skip_bad: bool = False):
+                 *, skip_bad: bool = False, layout: str = ""):
         self.folder = Path(folder)
+        expected = f" (expected layout: {layout})" if layout else ""
         if not self.folder.is_dir():
-            raise InputError(f"{self.folder} is not a folder")
+            raise InputError(f"{self.folder} is not a folder{expected}")
         found = sorted(p.name for p in self.folder.iterdir() if p.is_dir())
         if classes is not None and found != classes:
-            raise InputError(f"{self.folder} has classes {found}, expected {classes}")
+            raise InputError(f"{self.folder} has classes {found}, expected {classes}{expected}")
         if len(found) < 2:
-            raise InputError(f"{self.folder} must hold one sub-folder per class (at least 2), found {found}")
+            raise InputError(f"{self.folder} must hold one sub-folder per class (at least 2), found {found}{expected}")
         self.classes = found
         self.samples: list[tuple[Path, int]] = []
         self.skipped = 0
@@ -38,7 +39,7 @@ class ClassFolders(Dataset):
                 self.skipped += len(files) - len(readable)
                 files = readable
             if not files:
-                raise InputError(f"class folder {self.folder / name} holds no images")
+                raise InputError(f"class folder {self.folder / name} holds no images{expected}")
             self.samples += [(f, index) for f in files]
         self.transform = transform
 

@@ -31,18 +31,19 @@ class Archive:
     url: str
     sha1: str
     folder: str = ""  # the archive's top-level folder: `data fetch`'s default target, as in the configs
+    synth: str = ""  # the `data synth` kind that writes a synthetic set in the same layout
 
 
 ARCHIVES = {a.name: a for a in (
-    Archive("hotdog", BASE + "hotdog.zip", "fba480ffa8aa7e0febbb511d181409f899b9baa5", "hotdog"),
+    Archive("hotdog", BASE + "hotdog.zip", "fba480ffa8aa7e0febbb511d181409f899b9baa5", "hotdog", "hotdog"),
     Archive("banana-detection", BASE + "banana-detection.zip", "5de26c8fce5ccdea9f91267273464dc968d20d72",
-            "banana-detection"),
+            "banana-detection", "bananas"),
     Archive("voc2012", BASE + "VOCtrainval_11-May-2012.tar", "4e443f8a2eca6b1dac8a6c57641b67dd40621a49",
-            "VOCdevkit"),
+            "VOCdevkit", "voc"),
     Archive("cifar10_tiny", BASE + "kaggle_cifar10_tiny.zip", "2068874e4b9a9f0fb07ebe0ad2b29754449ccacd",
-            "kaggle_cifar10_tiny"),
+            "kaggle_cifar10_tiny", "cifar"),
     Archive("dog_tiny", BASE + "kaggle_dog_tiny.zip", "0cb91d09b814ecdc07b50f31f8dcad3e81d6a86d",
-            "kaggle_dog_tiny"),
+            "kaggle_dog_tiny", "dogs"),
 )}
 
 Progress = Callable[[int, int | None], None]
@@ -59,16 +60,18 @@ def ensure(root: Path, name: str, download: bool, layout: str) -> Path:
     root = Path(root)
     if root.exists():
         return root
+    arc = archive(name)
     fix = f"run `cvtool data fetch {name} --root {root}`"
-    elsewhere = f"{fix} where the archive can be reached, or copy the data there"
+    offline = f"; to try it offline: `cvtool data synth {arc.synth} --out {root}`" if arc.synth else ""
+    elsewhere = f"{fix} where the archive can be reached, or copy the data there{offline}"
     if not download:
         raise MissingResource(f"dataset folder {root} does not exist (expected {layout}); "
-                              f"{fix} or set data.download: true")
+                              f"{fix} or set data.download: true{offline}")
     if os.environ.get("CVTOOL_OFFLINE"):
         raise MissingResource(f"dataset folder {root} does not exist (expected {layout}) and CVTOOL_OFFLINE is set; "
                               f"{elsewhere}")
     try:
-        fetch(archive(name), root)
+        fetch(arc, root)
     except MissingResource as exc:
         raise MissingResource(f"{exc}; dataset folder {root} (expected {layout}): {elsewhere}") from None
     return root

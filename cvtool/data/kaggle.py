@@ -167,7 +167,8 @@ def read_labels(root: str | Path, layout: Layout, sample: bool = False) -> Label
     path = root / layout.labels_csv
     train = root / "train"
     if not train.is_dir():
-        raise MissingResource(f"{train} does not exist (expected {layout.describe(root)})")
+        raise MissingResource(f"{train} does not exist (expected {layout.describe(root)}); "
+                              f"`cvtool data synth {layout.synth_kind} --out DIR` writes a synthetic set to try")
     present = {e.name for e in os.scandir(train)}
     allowed = known_classes(root, layout)
     allowed_set = set(allowed) if allowed is not None else None

@@ -13,9 +13,10 @@ import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TextIO
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 
 def is_plain(stream: TextIO) -> bool:
@@ -59,8 +60,9 @@ class Reporter:
         self.task_id = self.progress.add_task(label, total=steps, completed=done, status="")
 
     def step(self, status: str = "") -> None:
+        """One step done; a ``status`` (the running loss) stays shown until the next one."""
         if self.progress is not None:
-            self.progress.update(self.task_id, advance=1, status=status)
+            self.progress.update(self.task_id, advance=1, **({"status": status} if status else {}))
 
     def stop_bar(self) -> None:
         if self.progress is not None:
@@ -79,26 +81,36 @@ class Reporter:
         self.console.print(epoch_table(f"epoch {epoch}/{epochs}", shown))
 
 
-def epoch_table(title: str, row: dict[str, Any]) -> Table:
-    """One row per split (train_loss, val_loss -> loss), the rest as a caption: fits 80 columns."""
+FOOTER = {"lr": "lr {}", "epoch_seconds": "{} s", "images_per_second": "{} images/s"}
+
+
+def epoch_table(title: str, row: dict[str, Any]) -> Group:
+    """One row per split (train_loss, val_loss -> loss); per-class figures (``val_iou/cat``)
+    and the rest as short wrapped lines below: fits 80 columns for any number of classes."""
     splits: dict[str, dict[str, Any]] = {"train": {}, "val": {}}
+    per_class: dict[str, dict[str, Any]] = {}
     rest = {}
     for key, value in row.items():
         split, _, name = key.partition("_")
-        if split in splits and name:
+        if "/" in name:
+            family, _, cls = name.partition("/")
+            per_class.setdefault(f"{split} {family}", {})[cls] = value
+        elif split in splits and name:
             splits[split][name] = value
         else:
             rest[key] = value
     names = list(dict.fromkeys([*splits["train"], *splits["val"]]))
-    table = Table(title=title, title_justify="left", caption_justify="left",
-                  caption="  ".join(f"{key} {fmt(value)}" for key, value in rest.items()) or None)
+    table = Table(title=title, title_justify="left")
     table.add_column("")
     for name in names:
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
     for split, values in splits.items():
         if values:
             table.add_row(split, *(fmt(values[n]) if n in values else "" for n in names))
-    return table
+    lines = [Text(f"{family}: " + "  ".join(f"{cls} {fmt(v)}" for cls, v in values.items()))
+             for family, values in per_class.items()]
+    footer = "  ".join(FOOTER.get(key, key + " {}").format(fmt(value)) for key, value in rest.items())
+    return Group(table, *lines, *([Text(footer, style="dim")] if footer else []))
 
 
 @contextmanager

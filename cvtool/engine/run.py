@@ -92,6 +92,13 @@ def saved_effective_lr(cfg: Any, ckpt: dict[str, Any]) -> tuple[float | None, bo
     return optim.effective_lr(cfg.optim, batch * saved.get("train", {}).get("accumulate_steps", 1)), False
 
 
+def where(run_dir: Path, resume_from: dict[str, Any] | None) -> str:
+    """Where this run writes; a resumed one says where in the run it picks up."""
+    if resume_from is None:
+        return f"writing {run_dir}"
+    return f"resuming {run_dir} at epoch {int(resume_from['epoch']) + 1}, step {int(resume_from['step'])}"
+
+
 def build_once(build: Callable[..., Task], cfg: cfglib.TaskConfig, procs: runtime.Processes) -> Task:
     """Rank 0 builds first (it may download or cache the dataset); the others wait, then read it."""
     if not procs.main:
@@ -110,14 +117,14 @@ def thread_policy(cfg: cfglib.TaskConfig, procs: runtime.Processes) -> threads.P
 
 
 def header(command: str, task: Task, dev: Any, procs: runtime.Processes, policy: threads.Policy,
-           run_dir: Path, recipe: str) -> str:
+           where_to: str, recipe: str) -> str:
     """The run's first line: sizes, where and how the math runs, where the files go."""
     dtype = runtime.amp_dtype(dev, task.config.train.amp)
     how = [str(dtype).removeprefix("torch.") if dtype else "fp32",
            "channels_last" if task.config.train.channels_last is True else "NCHW",
            f"{policy.choice.describe()} threads"]
     return (f"{command}: {len(task.train_data)} train / {len(task.val_data)} val items on {dev}"
-            f"{f' x {procs.world} processes' if procs.distributed else ''} ({', '.join(how)}); {recipe}; writing {run_dir}")
+            f"{f' x {procs.world} processes' if procs.distributed else ''} ({', '.join(how)}); {recipe}; {where_to}")
 
 
 def train(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, *, out: str | None,
@@ -168,7 +175,7 @@ def start(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, proc
         runtime.pause_point("start-up")
         with stop.held():  # never half moved
             aside = rundir.set_aside(run_dir) if procs.main and not resuming else None
-        reporter.info(header(command, task, dev, procs, policy, run_dir, optim.describe(fit.recipe))
+        reporter.info(header(command, task, dev, procs, policy, where(run_dir, resume_from), optim.describe(fit.recipe))
                       + (f" (the earlier attempt's files are in {aside})" if aside else ""))
         try:
             summary = fit.fit()

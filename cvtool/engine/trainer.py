@@ -8,6 +8,7 @@ resume, Ctrl-C handling, progress and the run directory's records.
 from __future__ import annotations
 
 import math
+import shlex
 import signal
 import time
 from dataclasses import dataclass
@@ -93,7 +94,6 @@ class Trainer:
         self.ckpt_dir = run.run_dir / "checkpoints"
         self.best: dict[str, Any] = {"metric": task.best_metric, "mode": task.best_mode, "value": None, "epoch": None}
         self.last_row: dict[str, Any] = {}
-        self.extra: dict[str, Any] = {}
         self.epoch = 0
         self.step_in_epoch = 0
         self.partial: dict[str, Any] = {}
@@ -247,7 +247,7 @@ class Trainer:
         row["lr"] = self.optimizer.param_groups[0]["lr"]
         row["epoch_seconds"] = seconds
         row["images_per_second"] = images / seconds if seconds > 0 else None
-        self.extra = {k: v for k, v in row.items() if k not in self.columns}
+        extra = {k: v for k, v in row.items() if k not in self.columns}  # e.g. per-class IoU
         self.last_row = {k: v for k, v in row.items() if k in self.columns}
         self.epoch, self.step_in_epoch, self.partial = epoch, 0, {}
         if self.main:
@@ -255,7 +255,7 @@ class Trainer:
         self.board.epoch(self.last_row, self.global_step(),
                          self.task.pictures and (lambda: self.task.pictures(self.model, self.device)))
         if self.improved(row.get(self.task.best_metric)):
-            self.best.update(value=row[self.task.best_metric], epoch=epoch)
+            self.best.update(value=row[self.task.best_metric], epoch=epoch, extra=extra)
             self.save("best.pt")
         self.save("last.pt")
         self.write_summary("running")
@@ -367,7 +367,8 @@ class Trainer:
         name = signal.Signals(stop.signum).name if stop.signum else "signal"
         where = (f"at step {self.step_in_epoch} of epoch {self.epoch + 1}" if self.step_in_epoch
                  else f"after epoch {self.epoch}")
-        raise Interrupted(f"{name} received: saved {path} {where}; continue with --resume --out {self.run.run_dir}")
+        again = shlex.join(["cvtool", self.task.name, "--resume", "--out", str(self.run.run_dir)])
+        raise Interrupted(f"{name} received: saved {path} {where}; continue with: {again}")
 
     # ------------------------------------------------------------------ end
 
@@ -384,7 +385,7 @@ class Trainer:
             self.model.eval()
             with torch.no_grad():
                 artifacts.update(self.task.finish(self.model, self.run.run_dir, self.device))
-        curves = plots.curves(self.metrics.read(), self.run.run_dir / "curves.png")
+        curves = plots.curves(self.metrics.read(), self.run.run_dir / "curves.png", best=self.best)
         artifacts["curves"] = str(curves)
         self.board.complete(cfglib.to_dict(self.cfg),
                             {**self.last_row, f"best_{self.best['metric']}": self.best["value"]},
@@ -405,7 +406,7 @@ class Trainer:
             "epochs": self.tc.epochs,
             "best": {k: self.best[k] for k in ("metric", "mode", "value", "epoch")},
             "final": self.last_row,
-            "extra": self.extra,
+            "extra": {"epoch": self.best["epoch"], **self.best["extra"]} if self.best.get("extra") else {},
             "skipped_steps": self.skipped,
             "optim": self.recipe,
             "skipped_images": self.task.metadata.get("skipped_images", 0),

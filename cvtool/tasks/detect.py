@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2.functional import pil_to_tensor
 from torchvision.utils import draw_bounding_boxes, make_grid
 
 from cvtool.data.images import load_rgb
 from cvtool.errors import InputError
+from cvtool.files import atomic_write
 from cvtool.ops.detection_metrics import MeanAveragePrecision
-from cvtool.tasks.outputs import UniqueStems, save_png
+from cvtool.tasks import outputs
 
 
 class Detection(NamedTuple):
@@ -58,29 +58,35 @@ def update_map(meter: MeanAveragePrecision, detections: Iterable[Detection],
 # --------------------------------------------------------------------------- pictures
 
 
+TRUTH, FOUND = "lime", "red"
+
+
 def draw(image: torch.Tensor, found: Detection, threshold: float, classes: list[str],
-         truth: torch.Tensor | None = None, min_side: int = 0) -> torch.Tensor:
+         truth: torch.Tensor | None = None, min_side: int = 256) -> torch.Tensor:
     """uint8 (3, H, W) image with true boxes (green) and detections >= threshold (red, scored).
 
     Boxes are in the image's pixels; the picture is upscaled to at least ``min_side`` pixels
-    so small training images stay readable.
+    so that labels on small images stay readable. When no detection reaches the threshold,
+    the best one is drawn faded and labelled as below it, so an empty tile is not a mystery.
     """
     height, width = image.shape[-2:]
-    scale = max(1.0, min_side / min(height, width))
-    if scale > 1:
-        size = (round(height * scale), round(width * scale))
-        image = F.interpolate(image[None].float(), size=size, mode="bilinear",
-                              align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+    image = outputs.upscale(image, min_side)
     stretch = torch.tensor([image.shape[-1] / width, image.shape[-2] / height] * 2)
     line = max(1, round(min(image.shape[-2:]) / 128))
     if truth is not None and truth.numel():
-        image = draw_bounding_boxes(image, truth.float().cpu() * stretch, colors="lime", width=line)
+        image = draw_bounding_boxes(image, truth.float().cpu() * stretch, colors=TRUTH, width=line)
     keep = found.scores >= threshold
     if keep.any():
         labels = [f"{class_name(classes, int(k))} {s:.2f}"
                   for k, s in zip(found.labels[keep].tolist(), found.scores[keep].tolist())]
-        image = draw_bounding_boxes(image, found.boxes[keep].float().cpu() * stretch, labels=labels,
-                                    colors="red", width=line, label_colors="white", fill_labels=True)
+        return draw_bounding_boxes(image, found.boxes[keep].float().cpu() * stretch, labels=labels,
+                                   colors=FOUND, width=line, label_colors="white", fill_labels=True)
+    if len(found.scores):
+        best = int(found.scores.argmax())
+        label = f"{class_name(classes, int(found.labels[best]))} {float(found.scores[best]):.2f} < {threshold:.2f}"
+        boxed = draw_bounding_boxes(image, found.boxes[best:best + 1].float().cpu() * stretch, labels=[label],
+                                    colors=FOUND, width=line, label_colors="white", fill_labels=True)
+        image = ((image.float() + boxed.float()) / 2).round().to(torch.uint8)  # half-way: faded
     return image
 
 
@@ -91,7 +97,7 @@ def make_grid_of(detector: Detector, samples: Samples, classes: list[str], thres
     def grid(model: nn.Module, device: torch.device) -> torch.Tensor:
         pairs = samples(count)
         found = detect_all(detector, model, [image for image, _ in pairs], device)
-        tiles = [draw(image, f, threshold, classes, truth=truth, min_side=256)
+        tiles = [draw(image, f, threshold, classes, truth=truth)
                  for (image, truth), f in zip(pairs, found)]
         return make_grid(torch.stack(tiles), nrow=min(4, len(tiles)), padding=4, pad_value=255)
 
@@ -103,7 +109,7 @@ def make_finish(detector: Detector, samples: Samples, classes: list[str], thresh
     grid = make_grid_of(detector, samples, classes, threshold, count)
 
     def finish(model: nn.Module, run_dir: Path, device: torch.device) -> dict[str, str]:
-        return {"predictions": str(save_png(run_dir / "predictions.png", grid(model, device)))}
+        return {"predictions": str(titled_grid(grid(model, device), threshold, run_dir / "predictions.png"))}
 
     return finish
 
@@ -113,6 +119,35 @@ def make_pictures(detector: Detector, samples: Samples, classes: list[str], thre
     """The task's ``pictures``: the same grid each epoch, fewer images so event files stay small."""
     grid = make_grid_of(detector, samples, classes, threshold, count)
     return lambda model, device: {"predictions": grid(model, device)}
+
+
+def titled_grid(grid: torch.Tensor, threshold: float, path: Path) -> Path:
+    """The tiles under a title that states the draw threshold and a legend of the colours."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    height, width = grid.shape[-2:]
+    dpi = 100
+    fig = plt.figure(figsize=(width / dpi, height / dpi + 0.9), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, height / (height + 0.9 * dpi)))
+    ax.imshow(grid.permute(1, 2, 0).numpy())
+    ax.set_axis_off()
+    fig.suptitle(f"validation images: predictions with score >= {threshold:.2f} (the draw threshold)",
+                 y=1 - 0.15 / (height / dpi + 0.9), va="top", fontsize="large")
+    legend = [Patch(facecolor="none", edgecolor=TRUTH, linewidth=2, label="truth"),
+              Patch(facecolor="none", edgecolor=FOUND, linewidth=2, label=f"prediction >= {threshold:.2f}"),
+              Patch(facecolor="none", edgecolor="#ff8080", linewidth=2,
+                    label="best prediction below it (faded; on tiles with none above)")]
+    fig.legend(handles=legend, loc="upper center", ncol=3, frameon=False,
+               bbox_to_anchor=(0.5, 1 - 0.5 / (height / dpi + 0.9)), fontsize="medium")
+    try:
+        atomic_write(path, lambda fh: fig.savefig(fh, dpi=dpi, format="png"))
+    finally:
+        plt.close(fig)
+    return path
 
 
 @torch.no_grad()
@@ -134,17 +169,19 @@ def threshold_of(options: dict[str, Any], default: float) -> float:
 
 
 def predict(detector: Detector, model: nn.Module, paths: list[Path], device: torch.device,
-            classes: list[str], threshold: float, out: Path | None = None) -> list[dict[str, Any]]:
+            classes: list[str], threshold: float, out: Path | None = None,
+            overwrite: bool = False) -> list[dict[str, Any]]:
     """Boxes scoring >= threshold in each image's own pixels; with ``out``, pictures of them.
 
-    Pictures are drawn on the original image as ``out/<stem>.png`` (stems made unique).
+    Pictures (``out/<stem>_boxes.png``, the outputs.py naming rule) are drawn on the image,
+    enlarged to at least 256 pixels a side so that labels stay readable.
     """
+    files = outputs.plan(out, paths, ("boxes",), overwrite) if out is not None else [{} for _ in paths]
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    names = UniqueStems()
     results = []
     model.eval()
-    for path in map(Path, paths):
+    for path, planned in zip(map(Path, paths), files):
         image = pil_to_tensor(load_rgb(path))
         found = detect_all(detector, model, [image], device)[0]
         keep = found.scores >= threshold
@@ -153,8 +190,7 @@ def predict(detector: Detector, model: nn.Module, paths: list[Path], device: tor
                  for k, s, box in zip(found.labels[keep].tolist(), found.scores[keep].tolist(),
                                       found.boxes[keep].tolist())]
         result: dict[str, Any] = {"image": str(path), "boxes": boxes}
-        if out is not None:
-            picture = draw(image, found, threshold, classes)
-            result["drawn"] = str(save_png(out / f"{names(path)}.png", picture))
+        if planned:
+            result["drawn"] = str(outputs.save_png(planned["boxes"], draw(image, found, threshold, classes)))
         results.append(result)
     return results

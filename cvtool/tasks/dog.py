@@ -32,6 +32,7 @@ from cvtool.tasks.registry import TaskSpec, register
 
 COLUMNS = ("train_loss", "val_loss", "val_acc", "val_top5")
 BREEDS = 120  # the Kaggle competition's
+TOP_K = 5  # val_top5 is left out with TOP_K classes or fewer: it would always be 1
 
 
 @dataclass
@@ -210,9 +211,13 @@ def make_train_step(cached: bool, label_smoothing: float = 0.0) -> Callable[[nn.
     return train_step
 
 
+def columns_for(classes: int) -> tuple[str, ...]:
+    return COLUMNS if classes > TOP_K else tuple(c for c in COLUMNS if c != "val_top5")
+
+
 def make_evaluate(cached: bool) -> Callable[[nn.Module, Iterable, torch.device], dict[str, float]]:
     def evaluate(model: nn.Module, batches: Iterable, device: torch.device) -> dict[str, float]:
-        """Kaggle's score (multi-class log loss), accuracy and top-5 over the validation set."""
+        """Kaggle's score (multi-class log loss), accuracy and (with more than 5 classes) top-5."""
         loss = torch.zeros((), device=device)
         top1 = torch.zeros((), device=device)
         top5 = torch.zeros((), device=device)
@@ -220,14 +225,17 @@ def make_evaluate(cached: bool) -> Callable[[nn.Module, Iterable, torch.device],
         for x, y in batches:
             logits = model(x, from_features=cached).float()
             loss += F.cross_entropy(logits, y, reduction="sum")
-            ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            ranked = logits.topk(min(TOP_K, logits.shape[1]), dim=1).indices
             hits = ranked == y[:, None]
             top1 += hits[:, 0].sum()
             top5 += hits.any(dim=1).sum()
             n += len(y)
         if n == 0:
             return {}
-        return {"val_loss": (loss / n).item(), "val_acc": (top1 / n).item(), "val_top5": (top5 / n).item()}
+        scores = {"val_loss": (loss / n).item(), "val_acc": (top1 / n).item()}
+        if logits.shape[1] > TOP_K:
+            scores["val_top5"] = (top5 / n).item()
+        return scores
 
     return evaluate
 
@@ -308,7 +316,8 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
 
     return Task(
         name=SPEC.command, config=cfg, model=model, train_data=train, val_data=val,
-        train_step=make_train_step(cached, cfg.loss.label_smoothing), evaluate=make_evaluate(cached), columns=COLUMNS,
+        train_step=make_train_step(cached, cfg.loss.label_smoothing), evaluate=make_evaluate(cached),
+        columns=columns_for(len(labeled.classes)),
         best_metric="val_loss", best_mode="min", collate_fn=datasets.collate,
         param_groups=groups, train_mode=train_mode, finish=finish,
         metadata={"classes": labeled.classes, "columns": header, "skipped_images": listed - len(labeled.ids)},

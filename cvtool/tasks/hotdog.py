@@ -84,8 +84,8 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     root = hub.ensure(Path(d.root), "hotdog", d.download, LAYOUT)
     view = presets.classification_train(d.image_size, d.mean, d.std) if d.augment else eval_transform(cfg)
     skip = d.on_bad_image == "skip"
-    train = ClassFolders(root / "train", view, skip_bad=skip)
-    val = ClassFolders(root / "test", eval_transform(cfg), classes=train.classes, skip_bad=skip)
+    train = ClassFolders(root / "train", view, skip_bad=skip, layout=LAYOUT)
+    val = ClassFolders(root / "test", eval_transform(cfg), classes=train.classes, skip_bad=skip, layout=LAYOUT)
     cfg = c.with_num_classes(cfg, len(train.classes), str(root / "train"))
     model = build_model(cfg, cfg.model.weights)
     train_mode = classify.freeze(model, model.fc) if cfg.finetune.freeze_backbone else None

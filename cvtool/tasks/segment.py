@@ -26,12 +26,13 @@ from cvtool.engine.task import StepOutput
 from cvtool.errors import InputError
 from cvtool.files import atomic_write
 from cvtool.ops.segmentation_metrics import ConfusionMatrix, background_only_miou
-from cvtool.tasks.outputs import UniqueStems, save_png
+from cvtool.tasks import outputs
 
 Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 # The first n validation pairs: uint8 (3, H, W) image and its (H, W) label values.
 Samples = Callable[[int], list[tuple[torch.Tensor, torch.Tensor]]]
 PICTURES = 4
+READABLE = 256  # overlays of smaller images are enlarged to this short side
 
 
 @dataclass(frozen=True)
@@ -201,20 +202,63 @@ def make_finish(forward: Forward, labels: Labels, samples: Samples, count: int =
 
 def predict(model: nn.Module, paths: list[Path], device: torch.device, options: dict[str, Any],
             labels: Labels, forward: Forward, command: str) -> list[dict[str, Any]]:
-    """Write ``<stem>_mask.png`` (palette PNG) and ``<stem>_overlay.png`` for each image into options["out"]."""
+    """Write ``<stem>_mask.png`` (palette PNG, the image's size) and ``<stem>_overlay.png`` (with
+    a class legend; small images enlarged) for each image into options["out"] (outputs.py's rule)."""
     if options.get("out") is None:
         raise InputError(f"{command} predict writes mask pictures: give an output folder with --out DIR")
     out = Path(options["out"])
+    files = outputs.plan(out, paths, ("mask", "overlay"), bool(options.get("overwrite")))
     out.mkdir(parents=True, exist_ok=True)
-    names = UniqueStems()
     results = []
-    for path in paths:
+    for path, planned in zip(paths, files):
         image = pil_to_tensor(load_rgb(path))
         mask = segment(model, image, device, forward)
-        stem = names(path)
-        mask_path, overlay_path = out / f"{stem}_mask.png", out / f"{stem}_overlay.png"
-        save_png(mask_path, labels.palette_image(mask.numpy()))
-        save_png(overlay_path, overlay(image, mask, labels))
-        results.append({"image": str(path), "mask": str(mask_path), "overlay": str(overlay_path),
-                        "classes_present": labels.present(mask)})
+        outputs.save_png(planned["mask"], labels.palette_image(mask.numpy()))
+        picture = outputs.upscale(overlay(image, mask, labels), READABLE)
+        outputs.save_png(planned["overlay"], with_legend(picture, mask, labels))
+        shares = pixel_shares(mask, labels)
+        results.append({"image": str(path), "mask": str(planned["mask"]), "overlay": str(planned["overlay"]),
+                        "classes_present": list(shares), "pixel_shares": shares})
     return results
+
+
+def pixel_shares(mask: torch.Tensor, labels: Labels) -> dict[str, float]:
+    """Each class present and its share of the image's pixels, largest first."""
+    values, counts = mask.flatten().long().unique(return_counts=True)
+    total = mask.numel()
+    shares = {labels.names[k]: round(c / total, 4) for k, c in zip(values.tolist(), counts.tolist())
+              if k < len(labels.names)}
+    return dict(sorted(shares.items(), key=lambda item: -item[1]))
+
+
+def with_legend(picture: torch.Tensor, mask: torch.Tensor, labels: Labels) -> Image.Image:
+    """The overlay with a strip below it naming each class present in its colour."""
+    from PIL import ImageDraw, ImageFont
+
+    height, width = picture.shape[-2:]
+    entries = [(f"{labels.names[k]} (untinted)", (255, 255, 255)) if k == labels.background
+               else (labels.names[k], tuple(int(v) for v in labels.palette[k]))
+               for k in mask.unique().tolist() if k < len(labels.names)]
+    size = max(11, min(24, width // 24))
+    font = ImageFont.load_default(size=size)
+    widths = [size * 2 + round(font.getlength(text)) + size for text, _ in entries]
+    rows: list[list[int]] = [[]]
+    used = 0
+    for i, need in enumerate(widths):  # lay the entries out in lines that fit the picture's width
+        if rows[-1] and used + need > width:
+            rows.append([])
+            used = 0
+        rows[-1].append(i)
+        used += need
+    strip = (size + size // 2) * len(rows) + size // 2
+    canvas = Image.new("RGB", (width, height + strip), "white")
+    canvas.paste(Image.fromarray(picture.permute(1, 2, 0).numpy()), (0, 0))
+    pen = ImageDraw.Draw(canvas)
+    for r, row in enumerate(rows):
+        x, y = size // 2, height + size // 2 + r * (size + size // 2)
+        for i in row:
+            text, colour = entries[i]
+            pen.rectangle((x, y, x + size, y + size), fill=colour, outline=(0, 0, 0))
+            pen.text((x + size + size // 3, y + size // 2), text, fill=(0, 0, 0), font=font, anchor="lm")
+            x += widths[i]
+    return canvas

@@ -263,7 +263,8 @@ def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list
     classes = list(metadata.get("classes") or cfg.data.classes)
     size = int(metadata.get("image_size") or cfg.data.image_size)
     out = Path(options["out"]) if options.get("out") is not None else None
-    return detect.predict(make_detector(cfg.detect, size), model, paths, device, classes, threshold, out)
+    return detect.predict(make_detector(cfg.detect, size), model, paths, device, classes, threshold, out,
+                          overwrite=bool(options.get("overwrite")))
 
 
 SPEC = register(TaskSpec(
