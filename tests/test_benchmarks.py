@@ -51,3 +51,14 @@ def test_cifar_and_stylize_benchmarks_run_at_tiny_sizes():
 def test_cifar_benchmark_refuses_an_epoch_with_nothing_to_time():
     err = bench("cifar.py", "--n-train", 128, "--batch-size", 64, "--device", "cpu", returncode=2).stderr
     assert "raise --n-train to 256" in err and "Traceback" not in err
+
+
+def test_detectors_benchmark_scores_both_detectors_in_quick_mode(tmp_path):
+    out = bench("detectors.py", "--quick", "--threads", 1, "--json", tmp_path / "detectors.json").stdout
+    record = json.loads((tmp_path / "detectors.json").read_text())
+    assert record["quick"] is True and record["machine"]["cores"] and record["machine"]["load_average"]
+    assert [r["command"] for r in record["rows"]] == ["train-ssd", "train-rcnn"]
+    for row in record["rows"]:
+        assert row["status"] == "completed" and 0 <= row["val_map50"] <= 1 and 0 <= row["val_map"] <= 1, row
+        assert row["train_images_per_second"] > 0 and row["inference_ms_per_image"] > 0, row
+    assert "train-rcnn" in out and "mAP@0.5" in out
