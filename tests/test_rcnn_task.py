@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -116,7 +117,7 @@ def test_predict_draws_boxes_in_the_images_own_pixels(roots, tmp_path):
     assert all(0 <= b["box"][0] < b["box"][2] <= 128 and 0 <= b["box"][1] < b["box"][3] <= 96 for b in boxes)
     drawn = Image.open(results[0]["drawn"]).convert("RGB")
     assert drawn.size == (128, 96)
-    assert (torch.tensor(list(drawn.getdata())) == torch.tensor([255, 0, 0])).all(dim=1).any()  # red boxes
+    assert (torch.from_numpy(np.asarray(drawn)) == torch.tensor([255, 0, 0], dtype=torch.uint8)).all(-1).any()  # red
     with pytest.raises(InputError, match="threshold"):
         rcnn.predict(model, cfg, {}, [photo], torch.device("cpu"), {"threshold": -1})
 
