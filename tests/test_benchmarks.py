@@ -88,3 +88,14 @@ def test_a_busy_machine_is_refused_unless_allowed(capsys):
     benchlib.check_load(record, allow_busy=True)
     assert "direction only" in capsys.readouterr().err and "warning" in record
     benchlib.check_load({"load_before": [1.0, 1.0, 1.0], "cores": 2}, allow_busy=False)
+
+
+def test_detectors_benchmark_scores_both_detectors_in_quick_mode(tmp_path):
+    out = bench("detectors.py", "--quick", "--threads", 1, "--json", tmp_path / "detectors.json").stdout
+    record = json.loads((tmp_path / "detectors.json").read_text())
+    assert record["quick"] is True and record["machine"]["cores"] and record["machine"]["load_average"]
+    assert [r["command"] for r in record["rows"]] == ["train-ssd", "train-rcnn"]
+    for row in record["rows"]:
+        assert row["status"] == "completed" and 0 <= row["val_map50"] <= 1 and 0 <= row["val_map"] <= 1, row
+        assert row["train_images_per_second"] > 0 and row["inference_ms_per_image"] > 0, row
+    assert "train-rcnn" in out and "mAP@0.5" in out

@@ -29,10 +29,10 @@ def toy(monkeypatch):
 
 def test_builtin_tasks_are_discovered():
     commands = {s.command for s in registry.specs()}
-    assert {"finetune-hotdog", "train-ssd", "train-fcn", "stylize", "train-cifar", "train-dog"} <= commands
-    assert set(registry.synth_writers()) >= {"hotdog", "bananas", "voc", "cifar", "dogs"}
+    assert {"finetune-hotdog", "train-ssd", "train-fcn", "stylize", "train-cifar", "train-dog", "train-rcnn"} <= commands
+    assert set(registry.synth_writers()) >= {"hotdog", "bananas", "voc", "cifar", "dogs", "voc-detection"}
     assert registry.with_option("kaggle_test") == ["train-cifar", "train-dog"]
-    assert registry.with_option("threshold") == ["train-ssd"]
+    assert registry.with_option("threshold") == ["train-rcnn", "train-ssd"]
 
 
 def test_a_spec_is_checked_when_registered(toy):
@@ -77,7 +77,7 @@ def test_a_plugin_task_trains_and_predicts(cli, toy, tmp_path, one_thread):
     [result] = json.loads(out)
     assert result["image"] == str(image) and result["class"] in ("hotdog", "not-hotdog")
     code, out, err = cli("predict", "--checkpoint", run / "checkpoints" / "best.pt", image, "--threshold", "0.5")
-    assert code == 2 and "--threshold is for train-ssd checkpoints" in err
+    assert code == 2 and "--threshold is for train-rcnn and train-ssd checkpoints" in err
     code, out, err = cli("eval", "--checkpoint", run / "checkpoints" / "best.pt", "--json")
     assert code == 0, err
     assert set(json.loads(out)["metrics"]) == {"val_loss", "val_acc"}

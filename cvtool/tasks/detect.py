@@ -8,15 +8,22 @@ detections only, best first. Everything else here works on that and nothing more
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, Literal, NamedTuple
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional import pil_to_tensor
 from torchvision.utils import draw_bounding_boxes, make_grid
 
+from cvtool import config as c
+from cvtool.data import bananas, voc_detection
+from cvtool.data.bananas import Augment, BananaDataset
+from cvtool.data.detection import resolve_format
 from cvtool.data.images import load_rgb
+from cvtool.data.voc_detection import VOCDetection
 from cvtool.errors import InputError
 from cvtool.files import atomic_write
 from cvtool.ops.detection_metrics import MeanAveragePrecision
@@ -45,14 +52,78 @@ def class_name(classes: list[str], k: int) -> str:
 
 
 def update_map(meter: MeanAveragePrecision, detections: Iterable[Detection],
-               truths: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Add a batch to ``meter``: per image its detections and its true (boxes, labels).
+               truths: Iterable[tuple[torch.Tensor, ...]]) -> None:
+    """Add a batch to ``meter``: per image its detections and its true (boxes, labels[, difficult]).
 
-    Any one coordinate system shared by an image's detections and truth will do.
+    Any one coordinate system shared by an image's detections and truth will do; difficult
+    boxes (VOC) are neither hits nor misses.
     """
-    for found, (boxes, labels) in zip(detections, truths):
-        meter.update(found.boxes.cpu(), found.scores.cpu(), found.labels.cpu().long(),
-                     boxes.cpu(), labels.cpu().long())
+    for found, truth in zip(detections, truths):
+        meter.update(found.boxes.cpu(), found.scores.cpu(), found.labels.cpu().long(), *truth)
+
+
+def truths(labels: torch.Tensor, size: float = 1,
+           difficult: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """Padded label rows (B, M, 5) to each image's true (boxes x size, classes, difficult flags or None)."""
+    real = [lab[:, 0] >= 0 for lab in labels]
+    flags = [None] * len(real) if difficult is None else [d[keep] for d, keep in zip(difficult, real)]
+    return [(lab[keep, 1:] * size, lab[keep, 0].long(), f) for lab, keep, f in zip(labels, real, flags)]
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class DetectionData(c.DataConfig):
+    """What both detectors read: a bananas or a VOC2012 detection folder (data.format)."""
+
+    root: str = c.opt("data/banana-detection", "dataset folder: banana-detection (bananas_{train,val}/) or "
+                      "VOCdevkit (VOC2012/Annotations, ImageSets/Main)")
+    format: Literal["auto", "bananas", "voc"] = c.opt(
+        "auto", "dataset layout: auto (found from the folder; a missing one is fetched as bananas), bananas or voc")
+    image_size: int = c.opt(256, "images are resized to image_size x image_size", ge=32)
+    classes: list[str] = c.opt(["banana"], "object class names: label k in label.csv is classes[k]; "
+                               "for VOC, the <name>s kept (any other name is an error)")
+    flip: bool = c.opt(False, "augment: random horizontal flips, boxes moved along")
+    scale_jitter: float = c.opt(0.0, "augment: random zoom by up to +-this fraction, boxes moved along; 0 = off",
+                                ge=0, lt=1)
+
+
+def open_splits(d: DetectionData, num_classes: int) -> tuple[Dataset, Dataset, str]:
+    """(train, val, format) from ``d.root``, fetched when missing and ``d.download`` allows.
+
+    Items are {"image": uint8 (3, S, S), "labels": (M, 5) [class, x1, y1, x2, y2] / S, -1 padded},
+    plus "difficult" (M,) for VOC.
+    """
+    from cvtool.data import hub
+
+    missing = d.format == "auto" and d.download and not Path(d.root).exists()
+    fmt = "bananas" if missing else resolve_format(d.root, d.format)
+    augment = Augment(flip=d.flip, scale_jitter=d.scale_jitter)
+    skip = d.on_bad_image == "skip"
+    if fmt == "bananas":
+        root = hub.ensure(Path(d.root), "banana-detection", d.download, bananas.LAYOUT)
+        return (BananaDataset(root, "train", d.image_size, num_classes=num_classes, augment=augment, skip_bad=skip),
+                BananaDataset(root, "val", d.image_size, num_classes=num_classes, skip_bad=skip), fmt)
+    root = hub.ensure(Path(d.root), "voc2012", d.download, voc_detection.LAYOUT)
+    return (VOCDetection(root, "train", d.image_size, classes=d.classes, augment=augment, skip_bad=skip),
+            VOCDetection(root, "val", d.image_size, classes=d.classes, skip_bad=skip), fmt)
+
+
+def first_samples(data: Dataset) -> Samples:
+    """A validation split's first images with their true boxes in pixels, for predictions.png."""
+
+    def samples(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        items = [data[i] for i in range(min(n, len(data)))]  # type: ignore[arg-type]
+        return [(item["image"], truths(item["labels"][None], item["image"].shape[-1])[0][0]) for item in items]
+
+    return samples
+
+
+def check_classes(d: DetectionData, num_classes: int) -> None:
+    if len(d.classes) != num_classes:
+        raise c.ConfigError(f"data.classes names {len(d.classes)} class(es) but model.num_classes is "
+                            f"{num_classes}; give one name per class")
 
 
 # --------------------------------------------------------------------------- pictures

@@ -20,13 +20,13 @@ from torch.utils.data import Dataset
 
 from cvtool import config as c
 from cvtool.data import bananas
-from cvtool.data.bananas import LAYOUT, Augment, BananaDataset, to_tensor
+from cvtool.data.bananas import to_tensor
 from cvtool.engine.task import StepOutput, Task
 from cvtool.models.tinyssd import TinySSD
 from cvtool.ops.boxes import multibox_detection, multibox_target
 from cvtool.ops.detection_metrics import MeanAveragePrecision, bbox_mae_sum, class_error_sum
 from cvtool.tasks import detect
-from cvtool.tasks.detect import Detection, Detector
+from cvtool.tasks.detect import Detection, Detector, truths
 from cvtool.tasks.registry import TaskSpec, register
 
 COLUMNS = ("train_loss", "train_class_err", "train_bbox_mae",
@@ -35,19 +35,15 @@ BATCH = 32  # the book's batch size, the factor between its summed-loss lr and o
 
 
 @dataclass
-class Data(c.DataConfig):
-    """banana-detection/bananas_{train,val}/: label.csv and images/; val is the validation split."""
+class Data(detect.DetectionData):
+    """banana-detection/bananas_{train,val}/ or VOC2012 detection (data.format); val is the validation split."""
 
-    root: str = c.opt("data/banana-detection", "dataset folder holding bananas_train/ and bananas_val/")
     batch_size: int = c.opt(BATCH, "images per training step", ge=1)
     num_workers: int = c.opt(
         0, "DataLoader worker processes; splits are decoded into memory once, so workers only help augmentation",
         ge=0)
     image_size: int = c.opt(256, "images are resized to image_size x image_size (TinySSD needs >= 64)", ge=64)
-    classes: list[str] = c.opt(["banana"], "object class names; label k in label.csv is classes[k]")
     flip: bool = c.opt(False, "augment: random horizontal flips, boxes moved along (off in the book)")
-    scale_jitter: float = c.opt(0.0, "augment: random zoom by up to +-this fraction, boxes moved along; 0 = off",
-                                ge=0, lt=1)
 
 
 @dataclass
@@ -103,18 +99,18 @@ def build_model(cfg: Config) -> TinySSD:
 class WithTargets(Dataset):
     """A split with its anchor targets precomputed: adds bbox_offset (A*4,) and cls_labels (A,)."""
 
-    def __init__(self, data: BananaDataset, anchors: torch.Tensor, chunk: int = 256):
+    def __init__(self, data: Dataset, anchors: torch.Tensor, chunk: int = 256):
         self.data = data
         offsets, classes = [], []
-        for start in range(0, len(data), chunk):
-            off, _, cls = multibox_target(anchors, data.labels[start: start + chunk])
+        for start in range(0, len(data), chunk):  # type: ignore[arg-type]
+            off, _, cls = multibox_target(anchors, data.labels[start: start + chunk])  # type: ignore[attr-defined]
             offsets.append(off)
             classes.append(cls.to(torch.int16))
         self.offsets = torch.cat(offsets)
         self.classes = torch.cat(classes)
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self.data)  # type: ignore[arg-type]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {**self.data[i], "bbox_offset": self.offsets[i], "cls_labels": self.classes[i]}
@@ -165,12 +161,6 @@ def to_detections(rows: torch.Tensor, sizes: Iterable[tuple[int, int]]) -> list[
     return found
 
 
-def truths(labels: torch.Tensor, size: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Padded label rows (B, M, 5) to each image's true (boxes x size, classes)."""
-    real = [lab[lab[:, 0] >= 0] for lab in labels]
-    return [(r[:, 1:] * size, r[:, 0].long()) for r in real]
-
-
 def make_detector(d: Detect, image_size: int) -> Detector:
     """TinySSD on images of any size: resized to image_size (as in training), boxes in their pixels."""
 
@@ -206,7 +196,7 @@ def make_evaluate(cfg: Config):
             wrong, abs_err = wrong + w, abs_err + e
             anchor_count, offset_count, images = anchor_count + n, offset_count + m, images + classes.shape[0]
             found = to_detections(decode(cls_preds, bbox_preds, anchors, cfg.detect), [(1, 1)] * len(classes))
-            detect.update_map(meter, found, truths(batch["labels"]))
+            detect.update_map(meter, found, truths(batch["labels"], difficult=batch.get("difficult")))
         if images == 0:
             return {}
         ap = meter.compute()
@@ -216,43 +206,25 @@ def make_evaluate(cfg: Config):
     return evaluate
 
 
-def first_samples(data: BananaDataset) -> detect.Samples:
-    """A split's first images with their true boxes in pixels, for predictions.png."""
-
-    def samples(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        n = min(n, len(data))
-        return [(image, boxes) for image, (boxes, _) in
-                zip(data.images[:n], truths(data.labels[:n], data.image_size))]
-
-    return samples
-
-
 # --------------------------------------------------------------------------- build, predict
 
 
 def build(cfg: Config, rank_zero: bool = True) -> Task:
-    from cvtool.data import hub
-
     cfg = c.with_num_classes(cfg, len(cfg.data.classes), "data.classes")
     d = cfg.data
-    root = hub.ensure(Path(d.root), "banana-detection", d.download, LAYOUT)
-    augment = Augment(flip=d.flip, scale_jitter=d.scale_jitter)
-    skip = d.on_bad_image == "skip"
-    train = BananaDataset(root, "train", d.image_size, num_classes=cfg.model.num_classes, augment=augment,
-                          skip_bad=skip)
-    val = BananaDataset(root, "val", d.image_size, num_classes=cfg.model.num_classes, skip_bad=skip)
+    train, val, fmt = detect.open_splits(d, cfg.model.num_classes)
     model = build_model(cfg)
     anchors = model.anchors_for(d.image_size, d.image_size)
-    pictures = (make_detector(cfg.detect, d.image_size), first_samples(val), list(d.classes), cfg.detect.draw_threshold)
+    pictures = (make_detector(cfg.detect, d.image_size), detect.first_samples(val), list(d.classes), cfg.detect.draw_threshold)
     return Task(
         name=SPEC.command, config=cfg, model=model,
-        train_data=train if train.augment else WithTargets(train, anchors),
+        train_data=train if train.augment else WithTargets(train, anchors),  # type: ignore[attr-defined]
         val_data=WithTargets(val, anchors),
         train_step=train_step, evaluate=make_evaluate(cfg), columns=COLUMNS,
         best_metric="val_map50", best_mode="max",
         finish=detect.make_finish(*pictures), pictures=detect.make_pictures(*pictures),
-        metadata={"classes": list(d.classes), "image_size": d.image_size,
-                  "skipped_images": train.skipped + val.skipped},
+        metadata={"classes": list(d.classes), "image_size": d.image_size, "format": fmt,
+                  "skipped_images": train.skipped + val.skipped},  # type: ignore[attr-defined]
     )
 
 
@@ -269,7 +241,7 @@ def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list
 
 SPEC = register(TaskSpec(
     command="train-ssd",
-    summary="Train TinySSD on the banana detection dataset.",
+    summary="Train TinySSD on the banana (or VOC2012) detection dataset.",
     config=Config, build=build, build_model=build_model, predict=predict,
     predict_options=("threshold",),
     synth={"bananas": bananas.synthesize},

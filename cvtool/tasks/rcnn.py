@@ -1,0 +1,236 @@
+"""train-rcnn: torchvision's Faster R-CNN on the banana or VOC2012 detection data.
+
+The same data, augmentation and COCO mAP as train-ssd, so the two detector families are
+scored identically. Batches are stacked like train-ssd's and split into the lists of
+images (float 0-1) and targets (pixel boxes, label k fed as k + 1: 0 is background)
+torchvision's detection models take. Losses exist only in train mode, where the RPN and
+the RoI head sample proposals at random, so validation reports mAP, not a loss (one more
+forward pass per image and a random figure; see docs/rcnn.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+
+from cvtool import config as c
+from cvtool.data import voc_detection_synth
+from cvtool.data.bananas import to_tensor
+from cvtool.engine.task import StepOutput, Task
+from cvtool.models.rcnn import DEFAULT_ARCH, build_rcnn
+from cvtool.ops.detection_metrics import MeanAveragePrecision
+from cvtool.tasks import detect
+from cvtool.tasks.detect import Detection, Detector, truths
+from cvtool.tasks.registry import TaskSpec, register
+
+LOSSES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
+COLUMNS = ("train_loss", *(f"train_{k}" for k in LOSSES), "val_map50", "val_map")
+
+
+@dataclass
+class Data(detect.DetectionData):
+    """banana-detection/bananas_{train,val}/ or VOC2012 detection (data.format); val is the validation split."""
+
+    batch_size: int = c.opt(8, "images per training step", ge=1)
+    num_workers: int = c.opt(2, "DataLoader worker processes (bananas are decoded into memory once; "
+                             "VOC images are read as they are needed)", ge=0)
+    image_size: int = c.opt(320, "images are resized to image_size x image_size and fed at that size", ge=32)
+    flip: bool = c.opt(True, "augment: random horizontal flips, boxes moved along")
+
+
+@dataclass
+class Model:
+    """torchvision's Faster R-CNN; the box predictor is replaced for num_classes + 1 outputs."""
+
+    arch: str = c.opt(DEFAULT_ARCH, "fasterrcnn_mobilenet_v3_large_320_fpn | fasterrcnn_mobilenet_v3_large_fpn | "
+                      "fasterrcnn_resnet50_fpn_v2")
+    weights: str = c.opt("DEFAULT", "COCO weights for the whole model (a torchvision weight name), or none")
+    weights_backbone: str = c.opt("none", "ImageNet backbone weights when model.weights is none, or none")
+    trainable_backbone_layers: int | None = c.opt(
+        None, "backbone stages trained from pretrained weights (null: torchvision's 3); from random init all train",
+        ge=0)
+    num_classes: int = c.opt(1, "object classes, background not counted (bananas: 1)", ge=1)
+    rpn_proposals: int | None = c.opt(
+        None, "RPN proposals kept per training image before and after NMS (null: torchvision's 2000)", ge=1)
+    rpn_proposals_test: int | None = c.opt(
+        None, "RPN proposals kept per image at validation and predict (null: torchvision's, 150 for the 320 arch, "
+        "else 1000)", ge=1)
+    box_batch_size_per_image: int | None = c.opt(
+        None, "RoIs sampled per training image for the box head (null: torchvision's 512)", ge=1)
+
+
+@dataclass
+class Detect:
+    """The RoI head's post-processing (validation mAP, pictures, predict)."""
+
+    nms_threshold: float = c.opt(0.5, "boxes of one class overlapping a better one by more IoU are dropped",
+                                 ge=0, le=1)
+    min_score: float = c.opt(0.01, "detections scoring less are discarded before NMS and mAP", ge=0, lt=1)
+    max_detections: int = c.opt(100, "per image, best first, counted by mAP (COCO's maxDets)", ge=1)
+    draw_threshold: float = c.opt(0.5, "score a box needs to be drawn in predictions.png (predict: --threshold)",
+                                  ge=0, le=1)
+
+
+@dataclass
+class Optim(c.OptimConfig):
+    lr: float = c.opt(0.01, "learning rate (torchvision's detection recipe: 0.02 for 16 images)", gt=0)
+    momentum: float = c.opt(0.9, "SGD momentum", ge=0, lt=1)
+    weight_decay: float = c.opt(1e-4, "L2 weight decay", ge=0)
+
+
+@dataclass
+class Sched(c.SchedConfig):
+    name: Literal["none", "step", "cosine", "onecycle"] = c.opt("cosine", "learning-rate schedule")
+    warmup_epochs: float = c.opt(0.5, "linear warm-up from lr/100, in epochs (fractions allowed)", ge=0)
+
+
+@dataclass
+class Train(c.TrainConfig):
+    epochs: int = c.opt(10, "number of epochs", ge=1)
+    grad_clip: float | None = c.opt(10.0, "clip the gradient norm (early RPN steps can spike); null = off", gt=0)
+
+
+@dataclass
+class Config:
+    data: Data = field(default_factory=Data)
+    model: Model = field(default_factory=Model)
+    detect: Detect = field(default_factory=Detect)
+    optim: Optim = field(default_factory=Optim)
+    sched: Sched = field(default_factory=Sched)
+    train: Train = field(default_factory=Train)
+
+
+def _model(cfg: Config, weights: str | None, weights_backbone: str | None) -> FasterRCNN:
+    m, d = cfg.model, cfg.detect
+    extra: dict[str, Any] = {}
+    if m.rpn_proposals is not None:
+        extra.update(rpn_pre_nms_top_n_train=m.rpn_proposals, rpn_post_nms_top_n_train=m.rpn_proposals)
+    if m.rpn_proposals_test is not None:
+        extra.update(rpn_pre_nms_top_n_test=m.rpn_proposals_test, rpn_post_nms_top_n_test=m.rpn_proposals_test)
+    if m.box_batch_size_per_image is not None:
+        extra["box_batch_size_per_image"] = m.box_batch_size_per_image
+    return build_rcnn(m.arch, m.num_classes, weights=weights, weights_backbone=weights_backbone,
+                      trainable_backbone_layers=m.trainable_backbone_layers, image_size=cfg.data.image_size,
+                      box_score_thresh=d.min_score, box_nms_thresh=d.nms_threshold,
+                      box_detections_per_img=d.max_detections, **extra)
+
+
+def build_model(cfg: Config) -> FasterRCNN:
+    """The architecture alone, for a checkpoint to fill: no pretrained file is read.
+
+    Pretrained backbones train with frozen batch norm, random ones with plain batch norm;
+    in eval mode both compute the same, and the plain layer loads either's state.
+    """
+    return _model(cfg, None, None)
+
+
+# --------------------------------------------------------------------------- step
+
+
+def split(batch: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """A stacked batch as torchvision's lists: images in 0-1, targets with pixel boxes and labels + 1."""
+    images = batch["image"]
+    size = images.shape[-1]
+    targets = [{"boxes": boxes.float(), "labels": labels + 1}
+               for boxes, labels, _ in truths(batch["labels"], size)]
+    return list(images.float().div(255)), targets
+
+
+def train_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
+    """The sum of Faster R-CNN's four losses (each a batch mean); each is reported too."""
+    images, targets = split(batch)
+    parts = model(images, targets)
+    count = len(images)
+    loss = sum(parts[k].float() for k in LOSSES)
+    return StepOutput(loss=loss, count=count,  # type: ignore[arg-type]
+                      stats={k: (parts[k].detach().float() * count, count) for k in LOSSES})
+
+
+# --------------------------------------------------------------------------- detect, evaluate
+
+
+def make_detector(image_size: int) -> Detector:
+    """Faster R-CNN on images of any size: resized to image_size (as in training), boxes in their pixels."""
+
+    def detector(model: nn.Module, images: list[torch.Tensor], device: torch.device) -> list[Detection]:
+        batch = [_resized(image, image_size).to(device).float().div(255) for image in images]
+        found = []
+        for image, out in zip(images, model(batch)):
+            height, width = image.shape[-2:]
+            scale = torch.tensor([width, height, width, height], device=out["boxes"].device) / image_size
+            found.append(Detection(out["boxes"].float() * scale, out["scores"].float(), out["labels"] - 1))
+        return found
+
+    return detector
+
+
+def _resized(image: torch.Tensor, size: int) -> torch.Tensor:
+    """The same PIL bilinear resize the training images had."""
+    if image.shape[-2:] == (size, size):
+        return image
+    return to_tensor(Image.fromarray(image.cpu().permute(1, 2, 0).numpy()), size)
+
+
+def make_evaluate(cfg: Config):
+    detector = make_detector(cfg.data.image_size)
+
+    def evaluate(model: nn.Module, batches: Iterable, device: torch.device) -> dict[str, float]:
+        """COCO mAP@0.5 and mAP@[.5:.95] over the validation split (VOC's difficult boxes ignored)."""
+        meter = MeanAveragePrecision(max_detections=cfg.detect.max_detections)
+        images = 0
+        for batch in batches:
+            found = detector(model, list(batch["image"]), device)
+            detect.update_map(meter, found, truths(batch["labels"], cfg.data.image_size, batch.get("difficult")))
+            images += len(found)
+        if images == 0:
+            return {}
+        ap = meter.compute()
+        return {"val_map50": ap["map50"], "val_map": ap["map"]}
+
+    return evaluate
+
+
+# --------------------------------------------------------------------------- build, predict
+
+
+def build(cfg: Config, rank_zero: bool = True) -> Task:
+    detect.check_classes(cfg.data, cfg.model.num_classes)
+    d = cfg.data
+    train, val, fmt = detect.open_splits(d, cfg.model.num_classes)
+    model = _model(cfg, cfg.model.weights, cfg.model.weights_backbone)
+    return Task(
+        name=SPEC.command, config=cfg, model=model, train_data=train, val_data=val,
+        train_step=train_step, evaluate=make_evaluate(cfg), columns=COLUMNS,
+        best_metric="val_map50", best_mode="max",
+        finish=detect.make_finish(make_detector(d.image_size), detect.first_samples(val), list(d.classes),
+                                  cfg.detect.draw_threshold),
+        metadata={"classes": list(d.classes), "image_size": d.image_size, "format": fmt,
+                  "skipped_images": train.skipped + val.skipped},  # type: ignore[attr-defined]
+    )
+
+
+def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list[Path],
+            device: torch.device, options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Boxes scoring >= threshold in each image's own pixels; with ``out``, pictures of them."""
+    threshold = detect.threshold_of(options, cfg.detect.draw_threshold)
+    classes = list(metadata.get("classes") or cfg.data.classes)
+    size = int(metadata.get("image_size") or cfg.data.image_size)
+    out = Path(options["out"]) if options.get("out") is not None else None
+    return detect.predict(make_detector(size), model, paths, device, classes, threshold, out)
+
+
+SPEC = register(TaskSpec(
+    command="train-rcnn",
+    summary="Train torchvision's Faster R-CNN on the banana (or VOC2012) detection dataset.",
+    config=Config, build=build, build_model=build_model, predict=predict,
+    predict_options=("threshold",),
+    synth={"voc-detection": voc_detection_synth.synthesize_voc_detection},
+    eval_settings={"model.weights": "none", "model.weights_backbone": "none"},
+    family="detect",
+))
