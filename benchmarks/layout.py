@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import benchlib  # noqa: F401  (before cvtool: keeps the original environment)
 import torch
-import torch.nn.functional as F
 import torchvision
 
 from cvtool.engine import threads

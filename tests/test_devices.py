@@ -5,9 +5,7 @@ No GPU needed: CUDA's presence is faked where only the choice of device is teste
 
 from __future__ import annotations
 
-import shutil
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import torch

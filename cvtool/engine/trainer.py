@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cvtool import config as cfglib
-from cvtool.engine import checkpoint, ema, plots, rundir, runtime, tensorboard
+from cvtool.engine import checkpoint, ema, plots, resume, rundir, runtime, tensorboard
 from cvtool.engine.evaluation import evaluate, loader_options, val_loader
 from cvtool.engine.optim import describe, lr_factor, optimizer_for, recipe
 from cvtool.engine.placement import no_sync, place, to_device, wrap
@@ -110,48 +110,10 @@ class Trainer:
     # ------------------------------------------------------------------ state
 
     def state(self, rng: dict[str, Any] | None) -> dict[str, Any]:
-        return {
-            "format": checkpoint.FORMAT,
-            "task": self.task.name,
-            "config": cfglib.to_dict(self.cfg),
-            "metadata": self.task.metadata,
-            "epoch": self.epoch,
-            "step": self.step_in_epoch,
-            "partial": self.partial,
-            "skipped": self.skipped,
-            "model": (self.ema.module if self.ema else self.model).state_dict(),
-            **({"raw_model": self.model.state_dict(), "ema": self.ema.state()} if self.ema else {}),
-            "recipe": self.recipe,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "best": self.best,
-            "metrics": self.last_row,
-            "rng": rng,
-            "cvtool_version": __import__("cvtool").__version__,
-        }
+        return resume.state(self, rng)
 
     def restore(self, ckpt: dict[str, Any]) -> None:
-        if ckpt.get("task") != self.task.name:
-            raise InputError(f"checkpoint {self.run.resume_path} is from {ckpt.get('task')}, not {self.task.name}")
-        try:
-            self.model.load_state_dict(ckpt.get("raw_model", ckpt["model"]))
-            if self.ema is not None and "ema" in ckpt:
-                self.ema.restore(ckpt["model"], ckpt["ema"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise InputError(f"checkpoint {self.run.resume_path} does not fit this config's model: "
-                             f"{checkpoint.mismatch(exc)}") from None
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler") and self.scaler.is_enabled():
-            self.scaler.load_state_dict(ckpt["scaler"])  # else train.amp changed: fp16 starts a fresh scale
-        self.epoch = int(ckpt["epoch"])
-        self.step_in_epoch = int(ckpt["step"])
-        self.partial = ckpt.get("partial") or {}
-        self.skipped = int(ckpt.get("skipped", 0))
-        self.best = dict(ckpt["best"])
-        self.last_row = dict(ckpt.get("metrics") or {})
-        checkpoint.set_rng_state(ckpt["rng"], self.procs.rank)
+        resume.restore(self, ckpt)
 
     def save(self, name: str) -> Path:
         path = self.ckpt_dir / name
