@@ -354,7 +354,7 @@ def run_cvtool(spec: Spec, cfg: Any, device: torch.device, run_dir: Path) -> tup
         fit.loader_gen.manual_seed(cfg.train.seed * 7919 + epoch)
 
     def step(batch: Any) -> int:
-        return fit.train_step(batch).count
+        return fit.train_step(batch, 0, 1).count
 
     return timed(step, endless(fit.train_loader, spec.batch, start_epoch), spec.warmup, spec.steps, device)
 

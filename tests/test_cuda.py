@@ -98,12 +98,12 @@ def test_train_steps_do_not_wait_for_the_gpu(command, data, tmp_path):
     fit.sampler.set_epoch(1)
     batches = iter(fit.train_loader)
     for _ in range(2):
-        fit.train_step(next(batches))
+        fit.train_step(next(batches), 0, 1)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(2):
-            out = fit.train_step(next(batches))
+            out = fit.train_step(next(batches), 0, 1)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(out.loss).item()
@@ -239,7 +239,7 @@ def test_each_task_trains_in_fp32_master_weights_with_a_float32_loss(command, am
     (fit.task.train_mode or torch.nn.Module.train)(fit.model)
     fit.sampler.set_epoch(1)
     for batch, _ in zip(fit.train_loader, range(3)):
-        out = fit.train_step(batch)
+        out = fit.train_step(batch, 0, 1)
         assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss).item(), (command, amp)
     params = [p for p in fit.model.parameters() if p.requires_grad]
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in params)

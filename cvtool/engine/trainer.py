@@ -232,7 +232,7 @@ class Trainer:
             else:
                 sums[name] = [value.detach().float(), count]
 
-    def train_step(self, batch: Any, micro: int, group: int):
+    def train_step(self, batch: Any, micro: int = 0, group: int = 1):
         """Micro-batch ``micro`` of an accumulation group of ``group``: its gradient (of the loss
         / group, so the group's gradient is the mean), then after the last one the update.
         None when its loss was not finite and ``train.on_nan: skip`` drops the group's update."""
