@@ -125,8 +125,8 @@ def get(command: str) -> TaskSpec:
 
 
 def with_option(option: str) -> list[str]:
-    """The commands whose ``predict`` accepts ``option``."""
-    return [s.command for s in specs() if option in s.predict_options]
+    """The commands whose ``predict`` accepts ``option``, sorted so messages do not depend on import order."""
+    return sorted(s.command for s in specs() if option in s.predict_options)
 
 
 def synth_writers() -> dict[str, Callable[..., Path]]:
