@@ -75,6 +75,7 @@ def test_a_run_logs_every_column_per_epoch_and_loss_and_lr_per_step(cli, tiny_ho
     assert [e.value for e in acc.Scalars("epoch/val_acc")] == pytest.approx(val_acc, rel=1e-5)
     assert steps(acc, "hparam/best_val_acc") == [8]
     assert "final/curves" in acc.Tags()["images"]
+    assert [e.step for e in acc.Images("misclassified")] == [4, 8]
 
 
 @pytest.mark.slow
@@ -192,3 +193,64 @@ def test_stylize_logs_its_losses_and_snapshots_with_a_run_dir(tmp_path, one_thre
     for loss in ("content", "style", "tv", "total"):
         assert steps(acc, f"stylize/{loss}") == [2, 4], loss
     assert [e.step for e in acc.Images("snapshot")] == [2, 4]
+
+
+class Fixed(torch.nn.Module):
+    """Predicts class 0 for every image, the surer the brighter its first pixel."""
+
+    def forward(self, x):
+        p = 0.5 + x[:, 0, 0, 0].float() / 512
+        return torch.stack([p, 1 - p], 1).clamp_min(1e-6).log()
+
+
+def caption_colours(grid, tile):
+    """The caption colours in tile ``tile`` of a 4-wide grid: {"red", "green"} present."""
+    row, col = divmod(tile, 4)
+    top = 4 + row * (classify.TILE + classify.CAPTION + 4) + classify.TILE
+    left = 4 + col * (classify.TILE + 4)
+    band = grid[:, top:top + 15, left:left + classify.TILE].reshape(3, -1).T.int()
+    r, g, b = band[:, 0], band[:, 1], band[:, 2]
+    found = {"red": ((r > 150) & (g < 110)).any(), "green": ((g > 90) & (r < 90) & (b < 120)).any()}
+    return {colour for colour, present in found.items() if present}
+
+
+def test_classifier_pictures_show_the_misclassified_first_most_confident_first():
+    confidences = [200, 90, 250, 120, 180, 230]  # first-pixel values: P(class 0) = 0.5 + v / 512
+    labels = [0, 1, 0, 1, 1, 0]  # the model always says 0: images 1, 3, 4 are wrong
+    held = [(torch.full((3, 8, 8), v, dtype=torch.uint8), torch.full((3, 8, 8), v, dtype=torch.uint8), y)
+            for v, y in zip(confidences, labels)]
+    pictures = classify.make_pictures(lambda n: held[:n], ["cat", "dog"], count=4)
+    grid = pictures(Fixed(), torch.device("cpu"))["misclassified"]
+    assert grid.dtype == torch.uint8 and grid.shape[0] == 3
+    assert grid.shape[-1] == 4 * classify.TILE + 5 * 4  # four tiles in a row
+    tile_values = [int(grid[0, 10, 4 + k * (classify.TILE + 4) + 10]) for k in range(4)]
+    assert tile_values == [180, 120, 90, 250]  # wrong ones by confidence, then the most confident right one
+    assert [caption_colours(grid, k) for k in range(4)] == [{"red"}, {"red"}, {"red"}, {"green"}]
+
+
+def test_classifier_spread_reaches_both_ends_of_a_class_sorted_list():
+    assert classify.spread(3, 5) == [0, 1, 2]
+    assert classify.spread(100, 5) == [0, 25, 50, 74, 99]
+    assert classify.spread(10, 1) == [0]
+
+
+@pytest.mark.parametrize("name", ["cifar", "dog"])
+def test_kaggle_classifiers_draw_misclassified_images_per_epoch(tmp_path, one_thread, name):
+    from test_bad_images import CASES
+
+    case = CASES[name]
+    cfg = case.config(case.make(tmp_path / name), "error")
+    cfg.data.split = "train"  # the cases train on everything; pictures need a validation split
+    task = case.build(cfg)
+    board = tensorboard.Board(tmp_path / "run", every_steps=1)
+    board.epoch({"val_acc": 0.0}, 3, pictures=lambda: task.pictures(task.model.eval(), torch.device("cpu")))
+    board.close()
+    picture = events(tmp_path / "run").Images("misclassified")[0]
+    tiles = min(4, len(task.val_data))
+    assert picture.step == 3
+    assert picture.width == tiles * classify.TILE + (tiles + 1) * 4
+
+
+def test_classifier_pictures_without_a_validation_split_draw_nothing():
+    pictures = classify.make_pictures(lambda n: [], ["cat", "dog"])
+    assert pictures(Fixed(), torch.device("cpu")) == {}

@@ -256,6 +256,8 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
         name=SPEC.command, config=cfg, model=build_model(cfg), train_data=train, val_data=val,
         train_step=make_train_step(cfg, augment), evaluate=make_evaluate(cfg, augment), columns=COLUMNS,
         best_metric="val_acc", best_mode="max", collate_fn=datasets.collate, finish=finish,
+        pictures=classify.make_pictures(classify.tensor_samples(val.inputs, val.labels), data.classes,
+                                        lambda model, x: make_forward(model, augment, cfg)(x)),
         metadata={"classes": data.classes, "train_size": len(train), "val_size": len(val),
                   "skipped_images": data.skipped},
     )

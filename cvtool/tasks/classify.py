@@ -9,15 +9,19 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
 from torch import nn
+from torchvision.transforms.v2 import functional as TF
+from torchvision.utils import make_grid
 
 from cvtool import config as c
 from cvtool.data.images import load_rgb
 from cvtool.engine.task import StepOutput
+from cvtool.tasks import outputs
 
 COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")
 NUM_CLASSES_HELP = "output classes; auto = the number of classes in the data (a number must agree with it)"
@@ -105,3 +109,81 @@ def predict_images(model: nn.Module, transform: Callable, classes: list[str], pa
             results.append({"image": str(path), "class": ranked[0]["class"],
                             "probability": ranked[0]["probability"], "top": ranked})
     return results
+
+
+# --------------------------------------------------------------------------- pictures
+
+EPOCH_PICTURES, PICTURE_POOL = 8, 64  # tiles on the board; validation images looked through
+TILE, CAPTION = 144, 30  # tile side and the caption band under it, pixels
+WRONG, RIGHT = "#c62828", "#2e7d32"
+Sample = tuple[torch.Tensor, torch.Tensor, int]  # (picture, uint8 CHW; model input; label)
+Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+def spread(total: int, n: int) -> list[int]:
+    """``n`` indices spread evenly over ``range(total)``: a class-sorted folder shows every class."""
+    if total <= n:
+        return list(range(total))
+    return [round(i * (total - 1) / (n - 1)) for i in range(n)] if n > 1 else [0]
+
+
+def file_samples(items: Sequence[tuple[Path, int]], transform: Callable) -> Callable[[int], list[Sample]]:
+    """Validation images read from their files: the picture as stored, the input as evaluated."""
+
+    def samples(n: int) -> list[Sample]:
+        picked = []
+        for i in spread(len(items), n):
+            path, label = items[i]
+            image = load_rgb(path)
+            picked.append((TF.pil_to_tensor(image), transform(image), int(label)))
+        return picked
+
+    return samples
+
+
+def tensor_samples(images: torch.Tensor, labels: torch.Tensor) -> Callable[[int], list[Sample]]:
+    """Validation images already decoded (uint8), which are also the model's input."""
+
+    def samples(n: int) -> list[Sample]:
+        return [(images[i].cpu(), images[i], int(labels[i])) for i in spread(len(labels), n)]
+
+    return samples
+
+
+def captioned(image: torch.Tensor, lines: list[tuple[str, str]]) -> torch.Tensor:
+    """The image as a TILE-sided square (short side scaled, centre cut) over coloured caption lines."""
+    square = TF.center_crop(TF.resize(image, TILE, antialias=True), [TILE, TILE])
+    tile = Image.new("RGB", (TILE, TILE + CAPTION), "white")
+    tile.paste(TF.to_pil_image(square), (0, 0))
+    draw, font = ImageDraw.Draw(tile), ImageFont.load_default(size=11)
+    for row, (text, colour) in enumerate(lines):
+        while draw.textlength(text, font=font) > TILE - 6 and len(text) > 4:
+            text = text[:-2] + "…"
+        draw.text((3, TILE + 2 + 13 * row), text, fill=colour, font=font)
+    return TF.pil_to_tensor(tile)
+
+
+def make_pictures(samples: Callable[[int], list[Sample]], classes: Sequence[str],
+                  forward: Forward = lambda model, x: model(x), count: int = EPOCH_PICTURES,
+                  pool: int = PICTURE_POOL):
+    """The task's ``pictures``: among the same ``pool`` validation images each epoch, the
+    misclassified ones, most confident first, captioned with prediction and truth; correct
+    ones (in green) fill the grid when fewer than ``count`` are wrong."""
+    held: list[Sample] = []
+
+    def pictures(model: nn.Module, device: torch.device) -> dict[str, torch.Tensor]:
+        if not held:
+            held.extend(samples(pool))  # read once, on the first epoch that draws
+        if not held:
+            return {}  # no validation split (data.split: train_valid)
+        inputs = torch.stack([x for _, x, _ in held]).to(device)
+        probs, preds = forward(model, inputs).float().softmax(1).max(1)
+        labels = torch.tensor([y for _, _, y in held])
+        wrong = preds.cpu() != labels
+        order = sorted(range(len(held)), key=lambda i: (not wrong[i], -float(probs[i])))[:count]
+        tiles = [captioned(held[i][0], [(f"{outputs.class_name(classes, int(preds[i]))} {float(probs[i]):.2f}",
+                                         WRONG if wrong[i] else RIGHT),
+                                        (f"true: {outputs.class_name(classes, int(labels[i]))}", "black")]) for i in order]
+        return {"misclassified": make_grid(torch.stack(tiles), nrow=4, padding=4, pad_value=255)}
+
+    return pictures

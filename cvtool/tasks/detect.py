@@ -47,10 +47,6 @@ Samples = Callable[[int], list[tuple[torch.Tensor, torch.Tensor]]]
 EPOCH_PICTURES = 8  # images in the per-epoch TensorBoard grid
 
 
-def class_name(classes: list[str], k: int) -> str:
-    return classes[k] if 0 <= k < len(classes) else f"class{k}"
-
-
 def update_map(meter: MeanAveragePrecision, detections: Iterable[Detection],
                truths: Iterable[tuple[torch.Tensor, ...]]) -> None:
     """Add a batch to ``meter``: per image its detections and its true (boxes, labels[, difficult]).
@@ -148,13 +144,13 @@ def draw(image: torch.Tensor, found: Detection, threshold: float, classes: list[
         image = draw_bounding_boxes(image, truth.float().cpu() * stretch, colors=TRUTH, width=line)
     keep = found.scores >= threshold
     if keep.any():
-        labels = [f"{class_name(classes, int(k))} {s:.2f}"
+        labels = [f"{outputs.class_name(classes, int(k))} {s:.2f}"
                   for k, s in zip(found.labels[keep].tolist(), found.scores[keep].tolist())]
         return draw_bounding_boxes(image, found.boxes[keep].float().cpu() * stretch, labels=labels,
                                    colors=FOUND, width=line, label_colors="white", fill_labels=True)
     if len(found.scores):
         best = int(found.scores.argmax())
-        label = f"{class_name(classes, int(found.labels[best]))} {float(found.scores[best]):.2f} < {threshold:.2f}"
+        label = f"{outputs.class_name(classes, int(found.labels[best]))} {float(found.scores[best]):.2f} < {threshold:.2f}"
         boxed = draw_bounding_boxes(image, found.boxes[best:best + 1].float().cpu() * stretch, labels=[label],
                                     colors=FOUND, width=line, label_colors="white", fill_labels=True)
         image = ((image.float() + boxed.float()) / 2).round().to(torch.uint8)  # half-way: faded
@@ -256,7 +252,7 @@ def predict(detector: Detector, model: nn.Module, paths: list[Path], device: tor
         image = pil_to_tensor(load_rgb(path))
         found = detect_all(detector, model, [image], device)[0]
         keep = found.scores >= threshold
-        boxes = [{"class": class_name(classes, int(k)), "score": round(float(s), 4),
+        boxes = [{"class": outputs.class_name(classes, int(k)), "score": round(float(s), 4),
                   "box": [round(v, 1) for v in box]}
                  for k, s, box in zip(found.labels[keep].tolist(), found.scores[keep].tolist(),
                                       found.boxes[keep].tolist())]

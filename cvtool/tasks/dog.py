@@ -297,6 +297,7 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     def rows(idx: torch.Tensor, transform: Callable) -> datasets.ImageRows:
         return datasets.ImageRows([labeled.files[i] for i in idx.tolist()], labeled.labels[idx], transform)
 
+    val_items = [(labeled.files[i], int(labeled.labels[i])) for i in val_idx.tolist()]
     cached = cfg.finetune.cache_features
     if cached:
         device = runtime.local_device(cfg.train.device)  # under torchrun, this rank's GPU
@@ -320,6 +321,7 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
         columns=columns_for(len(labeled.classes)),
         best_metric="val_loss", best_mode="min", collate_fn=datasets.collate,
         param_groups=groups, train_mode=train_mode, finish=finish,
+        pictures=classify.make_pictures(classify.file_samples(val_items, eval_transform(cfg)), labeled.classes),
         metadata={"classes": labeled.classes, "columns": header, "skipped_images": listed - len(labeled.ids)},
     )
 

@@ -96,6 +96,7 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
         best_metric="val_acc", best_mode="max",
         param_groups=lambda m: classify.head_groups(m, m.fc, cfg.finetune.head_lr_mult),
         train_mode=train_mode,
+        pictures=classify.make_pictures(classify.file_samples(val.samples, eval_transform(cfg)), train.classes),
         metadata={"classes": train.classes, "skipped_images": train.skipped + val.skipped},
     )
 

@@ -13,6 +13,7 @@ silently: the call stops (exit 2) naming it before anything is written, unless
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -52,6 +53,11 @@ def refuse_existing(files: list[Path], overwrite: bool) -> None:
     if there and not overwrite:
         more = f" (and {len(there) - 1} more)" if len(there) > 1 else ""
         raise InputError(f"{there[0]} already exists{more}; pass --overwrite to replace, or choose another --out DIR")
+
+
+def class_name(classes: Sequence[str], index: int) -> str:
+    """A predicted index's class name; one outside the list (a model trained on more) by number."""
+    return classes[index] if 0 <= index < len(classes) else f"class{index}"
 
 
 def upscale(image: torch.Tensor, min_side: int) -> torch.Tensor:

@@ -204,12 +204,12 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     d = cfg.data
     train, val, fmt = detect.open_splits(d, cfg.model.num_classes)
     model = _model(cfg, cfg.model.weights, cfg.model.weights_backbone)
+    pictures = (make_detector(d.image_size), detect.first_samples(val), list(d.classes), cfg.detect.draw_threshold)
     return Task(
         name=SPEC.command, config=cfg, model=model, train_data=train, val_data=val,
         train_step=train_step, evaluate=make_evaluate(cfg), columns=COLUMNS,
         best_metric="val_map50", best_mode="max",
-        finish=detect.make_finish(make_detector(d.image_size), detect.first_samples(val), list(d.classes),
-                                  cfg.detect.draw_threshold),
+        finish=detect.make_finish(*pictures), pictures=detect.make_pictures(*pictures),
         metadata={"classes": list(d.classes), "image_size": d.image_size, "format": fmt,
                   "skipped_images": train.skipped + val.skipped},  # type: ignore[attr-defined]
     )
