@@ -76,6 +76,23 @@ def test_the_predictor_has_a_background_column_and_small_images_are_not_upscaled
     assert not any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
 
 
+def test_anchor_scale_shrinks_the_anchors_and_keeps_coco_weights_loadable():
+    plain = build_rcnn(ARCH, num_classes=1, image_size=96)
+    small = build_rcnn(ARCH, num_classes=1, image_size=96, anchor_scale=0.5)
+    assert plain.rpn.anchor_generator.sizes[0] == (32, 64, 128, 256, 512)
+    assert small.rpn.anchor_generator.sizes == ((16, 32, 64, 128, 256),) * 3
+    assert small.rpn.anchor_generator.aspect_ratios == plain.rpn.anchor_generator.aspect_ratios
+    images, _ = small.transform([torch.rand(3, 96, 96)])
+    features = list(small.backbone(images.tensors).values())  # anchors follow only the maps' shapes
+
+    def widest(model):
+        boxes = model.rpn.anchor_generator(images, features)[0]
+        return (boxes[:, 2] - boxes[:, 0]).max().item()
+
+    assert widest(small) == pytest.approx(widest(plain) / 2, rel=0.01)
+    small.load_state_dict(plain.state_dict())  # same RPN head shapes: pretrained files still fit
+
+
 def test_coco_weights_load_from_the_cache_under_torchvisions_file_name(tmp_path):
     torch.manual_seed(1)
     stand_in = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None)

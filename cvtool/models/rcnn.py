@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torchvision.models as tvm
 from torchvision.models import detection
 from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
 from cvtool.errors import InputError
@@ -47,14 +48,16 @@ DEFAULT_ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
 
 def build_rcnn(arch: str = DEFAULT_ARCH, num_classes: int = 1, *, weights: str | None = None,
                weights_backbone: str | None = None, trainable_backbone_layers: int | None = None,
-               image_size: int | None = None, **kwargs: Any) -> FasterRCNN:
+               image_size: int | None = None, anchor_scale: float = 1.0, **kwargs: Any) -> FasterRCNN:
     """A Faster R-CNN for ``num_classes`` object classes (background not counted).
 
     ``weights`` (whole model, COCO) wins over ``weights_backbone``, as in torchvision.
     ``trainable_backbone_layers`` (None: torchvision's 3) only applies to pretrained weights;
     from random init every layer trains. ``image_size`` makes the model's own resize keep
     square inputs of that size as they are (torchvision would scale them to 800 or 320
-    pixels). Other keywords go to FasterRCNN (box_score_thresh, box_detections_per_img, ...).
+    pixels). ``anchor_scale`` multiplies the RPN's anchor sizes (torchvision's 32-512 pixels
+    suit 320-800 pixel images; small images hold small objects). Other keywords go to
+    FasterRCNN (box_score_thresh, box_detections_per_img, ...).
     """
     if arch not in ARCHS:
         raise InputError(f"unknown model.arch {arch!r}; known: {', '.join(ARCHS)}")
@@ -80,6 +83,11 @@ def build_rcnn(arch: str = DEFAULT_ARCH, num_classes: int = 1, *, weights: str |
     except RuntimeError as exc:  # a cached file whose tensors do not fit the architecture
         first = str(exc).splitlines()[0] if str(exc) else "mismatched keys"
         raise InputError(f"weights file {', '.join(map(str, files))} does not fit {arch}: {first}") from None
+    if anchor_scale != 1:
+        anchors = model.rpn.anchor_generator  # same count per location: the RPN head's shape holds
+        model.rpn.anchor_generator = AnchorGenerator(
+            tuple(tuple(max(1, round(size * anchor_scale)) for size in sizes) for sizes in anchors.sizes),
+            anchors.aspect_ratios)
     in_features = model.roi_heads.box_predictor.cls_score.in_features
     model.roi_heads.box_predictor = FastRCNNPredictor(in_features, num_classes + 1)
     return model

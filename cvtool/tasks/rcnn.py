@@ -56,6 +56,8 @@ class Model:
         None, "backbone stages trained from pretrained weights (null: torchvision's 3); from random init all train",
         ge=0)
     num_classes: int = c.opt(1, "object classes, background not counted (bananas: 1)", ge=1)
+    anchor_scale: float = c.opt(1.0, "multiplies the RPN's anchor sizes (32-512 px, made for 320-800 px "
+                                "images); below 1 for small images and objects", gt=0)
     rpn_proposals: int | None = c.opt(
         None, "RPN proposals kept per training image before and after NMS (null: torchvision's 2000)", ge=1)
     rpn_proposals_test: int | None = c.opt(
@@ -117,6 +119,7 @@ def _model(cfg: Config, weights: str | None, weights_backbone: str | None) -> Fa
         extra["box_batch_size_per_image"] = m.box_batch_size_per_image
     return build_rcnn(m.arch, m.num_classes, weights=weights, weights_backbone=weights_backbone,
                       trainable_backbone_layers=m.trainable_backbone_layers, image_size=cfg.data.image_size,
+                      anchor_scale=m.anchor_scale,
                       box_score_thresh=d.min_score, box_nms_thresh=d.nms_threshold,
                       box_detections_per_img=d.max_detections, **extra)
 
