@@ -22,8 +22,6 @@ from cvtool.ops.boxes import offset_inverse
 from cvtool.tasks.registry import TaskSpec
 
 EXPORTABLE = ("classify", "detect", "segment")  # registry families with a network to export
-# Classifiers whose predict squashes every picture to one size (their config has no data.image_size).
-FIXED_SIZES = {"train-cifar": (32, 32)}
 # NMS sees boxes clipped to this many image sizes around the image, so that one wild box
 # cannot stretch the class offsets (and cost every other box its float32 precision).
 NMS_REACH = 8
@@ -145,14 +143,14 @@ def default_size(spec: TaskSpec, cfg: Any) -> tuple[int, int]:
     """The size the task's predict feeds its network."""
     if spec.family == "segment":
         return tuple(cfg.data.crop_size)
-    if spec.command in FIXED_SIZES:
-        return FIXED_SIZES[spec.command]
+    if spec.input_size is not None:
+        return spec.input_size
     return cfg.data.image_size, cfg.data.image_size
 
 
 def check_size(spec: TaskSpec, cfg: Any, size: tuple[int, int]) -> None:
     """Sizes the task's predict can feed the graph (classifiers and detectors see squares)."""
-    fixed = FIXED_SIZES.get(spec.command)
+    fixed = spec.input_size
     if fixed is not None and size != fixed:
         raise InputError(f"{spec.command}'s predict squashes every picture to {fixed[0]}x{fixed[1]}; "
                          f"--image-size must be {fixed[0]},{fixed[1]}")

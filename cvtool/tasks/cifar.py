@@ -31,6 +31,8 @@ from cvtool.tasks.registry import TaskSpec, register
 COLUMNS = classify.COLUMNS
 
 
+INPUT_SIZE = (32, 32)  # CIFAR-10's images; predict squashes any picture to it
+
 @dataclass
 class Data(c.DataConfig):
     """The Kaggle CIFAR-10 folder (or torchvision's cifar-10-batches-py) and its in-memory split."""
@@ -265,7 +267,7 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
 
 def image_transform(cfg: Config) -> v2.Compose:
     """Any picture as a CIFAR input: squashed to 32x32, normalised like training."""
-    return presets.squashed(32, cfg.data.mean, cfg.data.std)
+    return presets.squashed(INPUT_SIZE[0], cfg.data.mean, cfg.data.std)
 
 
 def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list[Path],
@@ -295,5 +297,5 @@ SPEC = register(TaskSpec(
     config=Config, build=build, build_model=build_model, predict=predict,
     predict_options=("kaggle_test",),
     synth={"cifar": kaggle_synth.synthesize_cifar},
-    family="classify",
+    family="classify", input_size=INPUT_SIZE,
 ))

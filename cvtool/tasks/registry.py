@@ -46,6 +46,9 @@ class TaskSpec:
     synth: dict[str, Callable[..., Path]] = field(default_factory=dict)
     eval_settings: dict[str, Any] = field(default_factory=dict)
     family: Literal["classify", "detect", "segment", "stylize"] = "classify"
+    # (height, width) every input is squashed to, for a network that takes no other size
+    # (its config has no data.image_size); export refuses any other --image-size.
+    input_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.predict_options) - set(PREDICT_OPTIONS)
