@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
 import cvtool
 from cvtool import config as cfglib
 from cvtool.engine import checkpoint
 from cvtool.errors import CvtoolError, InputError
-from cvtool.export import check, graphs, runtime, writer
+from cvtool.export import check, graphs, rcnn, runtime, writer
 from cvtool.tasks import registry
 from cvtool.tasks.registry import TaskSpec
 
@@ -134,13 +135,20 @@ def load_graph(req: Request) -> tuple[graphs.Graph, dict[str, Any], Any]:
         raise InputError(f"checkpoint {req.checkpoint} does not fit {spec.command}'s model: "
                          f"{checkpoint.mismatch(exc)}") from None
     classes = class_names(spec, cfg, ckpt.get("metadata", {}))
-    return graphs.build(spec, net.eval(), cfg, classes, size, req.half), ckpt, cfg
+    build = rcnn.build if isinstance(net, GeneralizedRCNN) else graphs.build  # by network, not by command
+    return build(spec, net.eval(), cfg, classes, size, req.half), ckpt, cfg
+
+
+def dynamic_batch(graph: graphs.Graph, req: Request) -> bool:
+    """Whether the written model takes any batch: TorchScript always, ONNX unless --static or per-image."""
+    return req.format == "torchscript" or (req.dynamic_batch and not graph.per_image)
 
 
 def describe(graph: graphs.Graph, req: Request, ckpt: dict[str, Any], opset: int | None,
              model: Path, report: dict[str, Any] | None) -> dict[str, Any]:
     config, metadata = resized_config(registry.get(graph.command), ckpt["config"], ckpt.get("metadata", {}), graph.size)
     h, w = ("height", "width") if graph.dynamic_size else graph.size
+    batch = "batch" if dynamic_batch(graph, req) else 1
     return {
         "format": runtime.META_FORMAT, "task": graph.command, "family": graph.family,
         "model_file": model.name, "model_format": req.format, "opset": opset,
@@ -148,12 +156,12 @@ def describe(graph: graphs.Graph, req: Request, ckpt: dict[str, Any], opset: int
         "checkpoint": {"path": str(req.checkpoint), "sha256": writer.sha256(req.checkpoint),
                        "epoch": ckpt.get("epoch")},
         "classes": graph.classes,
-        "input": {"name": "images", "dtype": "float32", "shape": ["batch" if req.dynamic_batch else 1, 3, h, w],
+        "input": {"name": "images", "dtype": "float32", "shape": [batch, 3, h, w],
                   "layout": "NCHW", "colour_order": "RGB", "range": [0, 1], "size": list(graph.size),
                   "mean": graph.mean, "std": graph.std,
                   "normalisation": "inside the graph: (images - mean) / std; feed plain RGB pixels / 255"},
-        "outputs": graph.outputs, "dynamic_batch": req.dynamic_batch or req.format == "torchscript",
-        "dynamic_size": graph.dynamic_size, "half": req.half, "check": report,
+        "outputs": graph.outputs, "dynamic_batch": dynamic_batch(graph, req),
+        "dynamic_size": graph.dynamic_size, "per_image": graph.per_image, "half": req.half, "check": report,
         "config": config, "metadata": metadata,
     }
 
@@ -163,19 +171,20 @@ def export(req: Request) -> dict[str, Any]:
         raise InputError(f"--format must be onnx or torchscript, got {req.format!r}")
     opset = writer.check_opset(req.opset, req.format)
     graph, ckpt, cfg = load_graph(req)
+    writer.check_graph_opset(graph, opset)
     if req.format == "onnx" and req.check:
         runtime.onnxruntime()  # missing -> exit 3 before anything is written
     model, meta, created = targets(req, graph.command)
     tmp_model, tmp_meta = writer.temp_name(model), writer.temp_name(meta)
     try:
         if req.format == "onnx":
-            writer.write_onnx(graph, tmp_model, opset, req.dynamic_batch)
+            writer.write_onnx(graph, tmp_model, opset, dynamic_batch(graph, req))
         else:
             writer.write_torchscript(graph, tmp_model)
         report = None
         if req.check:
             run = runtime.Runner(tmp_model, req.format)
-            batch = 3 if req.dynamic_batch or req.format == "torchscript" else 1
+            batch = 3 if dynamic_batch(graph, req) else 1
             report = check.verify(graph, run, getattr(cfg.data, "root", None), batch, req.half)
             if not report["ok"]:
                 raise Mismatch(f"the exported {graph.command} model does not give the checkpoint's answers "

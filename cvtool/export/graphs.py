@@ -112,6 +112,9 @@ class Graph:
     outputs: list[dict[str, Any]]
     reference: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]  # segment: its logits
     classes: list[str]
+    # data-dependent loops over the batch's images (torchvision's R-CNN): TorchScript scripts
+    # the module, ONNX takes one image through torch.onnx's TorchScript-based exporter
+    per_image: bool = False
 
 
 def task_module(spec: TaskSpec) -> Any:

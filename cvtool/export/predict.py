@@ -6,6 +6,8 @@ probabilities for classifiers, one-hot scores for FCN and, for TinySSD, heads wh
 decoding is the identity on the export's final detections (anchors = the boxes, zero
 offsets, a two-way softmax giving back each score). NMS run again over detections that
 already survived it keeps them all, so the printed results, pictures and JSON are the task's.
+A per-image graph (R-CNN) stands in for torchvision's detection model: lists of [0, 1]
+images in, one dict of its kept detections per image out.
 """
 
 from __future__ import annotations
@@ -76,6 +78,22 @@ class Detections(_Adapter):
                 torch.zeros(1, boxes.shape[1] * 4, device=x.device))
 
 
+class ImageLists(nn.Module):
+    """Stands in for torchvision's detection model in eval mode, whose labels count background as 0 (+ 1)."""
+
+    def __init__(self, run: runtime.Runner, meta: dict[str, Any]):
+        super().__init__()
+        self.run = run
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        found = []
+        for image in images:
+            boxes, scores, labels = (t[0].to(image.device) for t in self.run(image[None]))
+            kept = labels >= 0
+            found.append({"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept] + 1})
+        return found
+
+
 ADAPTERS = {"classify": Probabilities, "segment": Masks, "detect": Detections}  # by registry family
 
 
@@ -104,5 +122,6 @@ def load(path: Path, device: str = "cpu") -> Loaded:
         raise InputError(f"{runtime.meta_path(path)} names model family {meta.get('family')!r}, "
                          f"not {spec.command}'s {spec.family!r}")
     config = cfglib.from_dict(spec.config, meta["config"])
-    model = ADAPTERS[spec.family](runtime.Runner(path, fmt, device), meta)
+    adapter = ImageLists if meta.get("per_image") else ADAPTERS[spec.family]
+    model = adapter(runtime.Runner(path, fmt, device), meta)
     return Loaded(spec, config, meta.get("metadata", {}), model)

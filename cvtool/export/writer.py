@@ -22,6 +22,8 @@ from cvtool.export.graphs import Graph
 MIN_OPSET = 18  # what torch.onnx's exporter is written against; lower ones are only converted, unreliably
 MAX_OPSET = 23  # the newest torch.onnx knows
 DEFAULT_OPSET = 20  # torch.onnx's default
+# per-image graphs (R-CNN): opset 22's RoiAlign has no ONNX Runtime kernel yet
+PER_IMAGE_MAX_OPSET = 21
 EXTENSIONS = {"onnx": ".onnx", "torchscript": ".torchscript"}
 
 
@@ -36,6 +38,13 @@ def check_opset(opset: int | None, fmt: str) -> int | None:
         raise InputError(f"--opset {opset} is not supported: torch {torch.__version__} exports opsets "
                          f"{MIN_OPSET} to {MAX_OPSET}")
     return opset
+
+
+def check_graph_opset(graph: Graph, opset: int | None) -> None:
+    """The narrower range of graphs that go through the TorchScript-based exporter."""
+    if graph.per_image and opset is not None and opset > PER_IMAGE_MAX_OPSET:
+        raise InputError(f"--opset {opset} is not supported for {graph.command}: its ONNX graph needs opsets "
+                         f"{MIN_OPSET} to {PER_IMAGE_MAX_OPSET} (ONNX Runtime has no RoiAlign-22)")
 
 
 def sha256(path: Path) -> str:
@@ -77,10 +86,14 @@ def write_onnx(graph: Graph, path: Path, opset: int, dynamic_batch: bool) -> Non
     names = [o["name"] for o in graph.outputs]
     try:
         with quiet(), torch.no_grad():
-            program = torch.onnx.export(graph.module, (example(graph, dynamic_batch),), dynamo=True,
-                                        opset_version=opset, input_names=["images"], output_names=names,
-                                        dynamic_shapes=({**dims},) if dims else None, verbose=False)
-            program.save(str(path), external_data=False)
+            if graph.per_image:  # traced at one image; the count of detections stays free
+                torch.onnx.export(graph.module, (example(graph, False),), str(path), dynamo=False,
+                                  opset_version=opset, input_names=["images"], output_names=names)
+            else:
+                program = torch.onnx.export(graph.module, (example(graph, dynamic_batch),), dynamo=True,
+                                            opset_version=opset, input_names=["images"], output_names=names,
+                                            dynamic_shapes=({**dims},) if dims else None, verbose=False)
+                program.save(str(path), external_data=False)
     except OSError:
         raise
     except Exception as exc:  # noqa: BLE001 - the exporter's failures are many and untyped
@@ -92,12 +105,15 @@ def write_onnx(graph: Graph, path: Path, opset: int, dynamic_batch: bool) -> Non
 
 def write_torchscript(graph: Graph, path: Path) -> None:
     """Traced: the wrappers hold no data-dependent Python control flow, and tracing keeps
-    batch (and FCN's height and width) symbolic."""
+    batch (and FCN's height and width) symbolic. Per-image graphs are scripted, loops kept."""
     try:
         with quiet(), torch.no_grad():
-            traced = torch.jit.trace(graph.module, (example(graph, True),), check_trace=False)
+            if graph.per_image:
+                traced = torch.jit.script(graph.module)
+            else:
+                traced = torch.jit.trace(graph.module, (example(graph, True),), check_trace=False)
     except Exception as exc:  # noqa: BLE001
-        raise CvtoolError(f"torch.jit.trace could not trace {graph.command}: {first_line(exc)}") from None
+        raise CvtoolError(f"TorchScript could not compile {graph.command}: {first_line(exc)}") from None
     with quiet():
         torch.jit.save(traced, str(path))
 
