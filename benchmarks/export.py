@@ -27,16 +27,17 @@ from cvtool import config as cfglib
 from cvtool.export import graphs, runtime, writer
 from cvtool.tasks import registry
 
-TASKS = ("finetune-hotdog", "train-ssd", "train-fcn", "train-cifar", "train-dog")
+TASKS = ("finetune-hotdog", "train-ssd", "train-rcnn", "train-fcn", "train-cifar", "train-dog")
 QUICK = {
     "finetune-hotdog": {"data": {"image_size": 32, "resize": 36}},
     "train-ssd": {"data": {"image_size": 64}, "model": {"width": 0.25}},
+    "train-rcnn": {"data": {"image_size": 64}, "model": {"rpn_proposals_test": 16}},
     "train-fcn": {"data": {"crop_size": [32, 48]}, "model": {"width": 8, "num_classes": 4}},
     "train-cifar": {"model": {"width": 4}},
     "train-dog": {"data": {"image_size": 32, "resize": 36}, "model": {"hidden": 8, "num_classes": 3}},
 }
 # The book datasets' class counts: without data at hand, model.num_classes: auto has nothing to count.
-BOOK_CLASSES = {"finetune-hotdog": 2, "train-ssd": 1, "train-fcn": 21, "train-cifar": 10, "train-dog": 120}
+BOOK_CLASSES = {"finetune-hotdog": 2, "train-ssd": 1, "train-rcnn": 1, "train-fcn": 21, "train-cifar": 10, "train-dog": 120}
 
 
 def median_ms(fn: Callable[[], Any], warmup: int, repeat: int) -> float:
@@ -62,16 +63,17 @@ def graph_for(command: str, quick: bool) -> graphs.Graph:
 
 def measure(command: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     graph = graph_for(command, args.quick)
-    x = torch.rand(args.batch, 3, *graph.size, generator=torch.Generator().manual_seed(0))
+    batch = 1 if graph.per_image else args.batch  # Faster R-CNN's ONNX graph takes one image
+    x = torch.rand(batch, 3, *graph.size, generator=torch.Generator().manual_seed(0))
     onnx_path, ts_path = folder / f"{command}.onnx", folder / f"{command}.torchscript"
     writer.write_onnx(graph, onnx_path, writer.DEFAULT_OPSET, dynamic_batch=True)
     writer.write_torchscript(graph, ts_path)
     runners = {"eager": graph.module, "torchscript": runtime.Runner(ts_path, "torchscript"),
                "onnxruntime": runtime.Runner(onnx_path, "onnx")}
-    row: dict[str, Any] = {"task": command, "size": list(graph.size), "batch": args.batch}
+    row: dict[str, Any] = {"task": command, "size": list(graph.size), "batch": batch}
     with torch.no_grad():
         for name, run in runners.items():
-            row[f"{name}_ms"] = median_ms(lambda: run(x), args.warmup, args.repeat) / args.batch
+            row[f"{name}_ms"] = median_ms(lambda: run(x), args.warmup, args.repeat) / batch
     row["ratio_torchscript"] = row["eager_ms"] / row["torchscript_ms"]
     row["ratio_onnxruntime"] = row["eager_ms"] / row["onnxruntime_ms"]
     return row

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -121,10 +122,35 @@ def same_answers(a, b, tol: float = 2e-6) -> bool:
     if isinstance(a, float) and isinstance(b, float):
         return abs(a - b) <= tol
     if isinstance(a, dict) and isinstance(b, dict):
+        if "boxes" in a and "boxes" in b:
+            return same_boxes(a["boxes"], b["boxes"]) and same_answers(
+                {k: v for k, v in a.items() if k != "boxes"}, {k: v for k, v in b.items() if k != "boxes"}, tol)
         return a.keys() == b.keys() and all(same_answers(a[k], b[k], tol) for k in a)
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(same_answers(x, y, tol) for x, y in zip(a, b))
     return a == b
+
+
+def same_boxes(a: list, b: list) -> bool:
+    """The same detections, each printed with its score at 4 decimals and its box at 0.1 px, so
+    equal up to one unit there; near-tied scores may swap places, so order is not compared."""
+    left = list(b)
+    for found in a:
+        match = next((o for o in left if o["class"] == found["class"] and abs(o["score"] - found["score"]) <= 1.01e-4
+                      and all(abs(p - q) <= 0.101 for p, q in zip(o["box"], found["box"]))), None)
+        if match is None:
+            return False
+        left.remove(match)
+    return not left
+
+
+def same_picture(a: Path, b: Path) -> bool:
+    """Byte for byte, or (where a score or box edge sat on a rounding boundary) under 1% of
+    pixels apart: a box drawn a pixel over, or a tied label's rank."""
+    if a.read_bytes() == b.read_bytes():
+        return True
+    x, y = (np.asarray(Image.open(p).convert("RGB")) for p in (a, b))
+    return x.shape == y.shape and (x != y).any(-1).mean() < 0.01
 
 
 def test_predict_from_an_export_equals_predict_from_the_checkpoint(exports, checkpoints, roots, tmp_path):
@@ -146,7 +172,7 @@ def test_predict_from_an_export_equals_predict_from_the_checkpoint(exports, chec
         assert all(same_answers(json.loads(other), first) for other, _ in outputs[1:]), command
         for (_, a), (_, b) in zip(outputs, outputs[1:]):
             for picture in sorted(a.glob("*.png")):
-                assert picture.read_bytes() == (b / picture.name).read_bytes(), (command, picture.name)
+                assert same_picture(picture, b / picture.name), (command, picture.name)
     submissions = []
     for model in (checkpoints["train-cifar"], exports["train-cifar", "onnx"]["model"]):
         folder = tmp_path / "cifar" / Path(model).suffix[1:]
@@ -239,7 +265,7 @@ def test_the_export_benchmark_runs_in_quick_mode(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / "bench.json").read_text())
     assert record["quick"] is True and record["failed"] == []
-    assert {r["task"] for r in record["rows"]} == {"finetune-hotdog", "train-ssd", "train-fcn", "train-cifar",
-                                                   "train-dog"}
+    assert {r["task"] for r in record["rows"]} == {"finetune-hotdog", "train-ssd", "train-rcnn", "train-fcn",
+                                                   "train-cifar", "train-dog"}
     for row in record["rows"]:
         assert all(row[k] > 0 for k in ("eager_ms", "torchscript_ms", "onnxruntime_ms")), row

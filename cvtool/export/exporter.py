@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
 import cvtool
 from cvtool import config as cfglib
 from cvtool.engine import checkpoint
 from cvtool.errors import CvtoolError, InputError
-from cvtool.export import check, graphs, rcnn, runtime, writer
+from cvtool.export import check, graphs, runtime, writer
 from cvtool.tasks import registry
 from cvtool.tasks.registry import TaskSpec
 
@@ -135,8 +134,7 @@ def load_graph(req: Request) -> tuple[graphs.Graph, dict[str, Any], Any]:
         raise InputError(f"checkpoint {req.checkpoint} does not fit {spec.command}'s model: "
                          f"{checkpoint.mismatch(exc)}") from None
     classes = class_names(spec, cfg, ckpt.get("metadata", {}))
-    build = rcnn.build if isinstance(net, GeneralizedRCNN) else graphs.build  # by network, not by command
-    return build(spec, net.eval(), cfg, classes, size, req.half), ckpt, cfg
+    return graphs.build(spec, net.eval(), cfg, classes, size, req.half), ckpt, cfg
 
 
 def dynamic_batch(graph: graphs.Graph, req: Request) -> bool:

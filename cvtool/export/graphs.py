@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.ops import nms
 
 from cvtool.errors import InputError
@@ -165,6 +166,10 @@ def check_size(spec: TaskSpec, cfg: Any, size: tuple[int, int]) -> None:
 def build(spec: TaskSpec, net: nn.Module, cfg: Any, classes: list[str], size: tuple[int, int],
           half: bool) -> Graph:
     """The export graph of ``net`` (loaded, eval mode, fp32) and its reference path."""
+    if isinstance(net, GeneralizedRCNN):  # by network, not by command: a two-stage detector
+        from cvtool.export import rcnn  # it builds a Graph, so it imports this module
+
+        return rcnn.build(spec, net, cfg, classes, size, half)
     mean, std = normalisation(spec, cfg)
     dtype = torch.float16 if half else torch.float32
     traced = (_copy_half(net) if half else net).eval()
