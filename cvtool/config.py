@@ -95,7 +95,8 @@ class TrainConfig:
         "auto", "CPU threads for the math: N, or auto = the CPUs this process may use less DataLoader workers, "
                 "following other processes' load on Linux; OMP_NUM_THREADS, when set, replaces auto", ge=1)
     compile: bool = opt(False, "torch.compile the model")
-    deterministic: bool = opt(False, "deterministic kernels (slower on GPU)")
+    deterministic: bool = opt(False, "deterministic kernels and, with threads auto, a fixed CPU thread count "
+                                     "(slower on GPU)")
     grad_clip: float | None = opt(None, "clip the gradient norm to this value; null = off", gt=0)
     on_nan: Literal["stop", "skip"] = opt(
         "stop", "a NaN/inf loss: stop (exit 1, the last good checkpoint kept) or skip that batch's update "

@@ -50,6 +50,12 @@ def test_auto_adapts_on_linux_only():
     assert not threads.choose("auto", cpus=4, environ={}, platform="darwin").adaptive
 
 
+def test_a_deterministic_run_keeps_autos_count_fixed():
+    fixed = threads.choose("auto", cpus=4, environ={}, platform="linux", fixed=True)
+    assert (fixed.threads, fixed.source, fixed.adaptive) == (4, "auto", False)
+    assert threads.choose("auto", cpus=4, environ={}, platform="linux").adaptive
+
+
 def test_usable_cpus_follow_the_affinity():
     assert 1 <= threads.usable_cpus() <= (__import__("os").cpu_count() or 1)
 

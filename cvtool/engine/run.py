@@ -112,7 +112,8 @@ def build_once(build: Callable[..., Task], cfg: cfglib.TaskConfig, procs: runtim
 def thread_policy(cfg: cfglib.TaskConfig, procs: runtime.Processes) -> threads.Policy:
     """``train.threads``; processes that torchrun starts on one machine share its CPUs."""
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", procs.world)))
-    choice = threads.choose(cfg.train.threads, cfg.data.num_workers, cpus=max(1, threads.usable_cpus() // local))
+    choice = threads.choose(cfg.train.threads, cfg.data.num_workers, cpus=max(1, threads.usable_cpus() // local),
+                            fixed=cfg.train.deterministic)
     return threads.Policy(choice)
 
 

@@ -80,8 +80,10 @@ def env_threads(environ: Mapping[str, str]) -> int | None:
 
 
 def choose(setting: int | str, workers: int = 0, *, key: str = "train.threads", cpus: int | None = None,
-           environ: Mapping[str, str] | None = None, platform: str | None = None) -> Choice:
-    """The precedence: an explicit setting, then OMP_NUM_THREADS, then ``auto``."""
+           environ: Mapping[str, str] | None = None, platform: str | None = None, fixed: bool = False) -> Choice:
+    """The precedence: an explicit setting, then OMP_NUM_THREADS, then ``auto``. ``fixed`` keeps
+    auto's count for the whole run: another count sums floats in another order, which a
+    deterministic run must not do."""
     cpus = cpus or usable_cpus()
     environ = os.environ if environ is None else environ
     if setting != "auto":
@@ -89,7 +91,7 @@ def choose(setting: int | str, workers: int = 0, *, key: str = "train.threads", 
     from_env = env_threads(environ)
     if from_env is not None:
         return Choice(from_env, "OMP_NUM_THREADS", cpus, workers)
-    adaptive = (platform or sys.platform).startswith("linux") and cpus > 1
+    adaptive = (platform or sys.platform).startswith("linux") and cpus > 1 and not fixed
     return Choice(max(1, cpus - workers), "auto", cpus, workers, adaptive)
 
 
