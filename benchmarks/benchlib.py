@@ -2,7 +2,7 @@
 subprocess runs of the real CLI.
 
 Import this before anything from cvtool: it keeps the environment the user started with
-(``ORIGINAL_ENV``), because importing cvtool sets OMP_WAIT_POLICY, and the book's runs must
+(``ORIGINAL_ENV``), because importing cvtool sets GOMP_SPINCOUNT, and the book's runs must
 see the environment a plain script would.
 """
 

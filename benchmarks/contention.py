@@ -5,14 +5,15 @@ step) alone and beside one spinning process, under three thread settings.
     PYTHONPATH=. python benchmarks/contention.py --only train-ssd --json contention.json
     PYTHONPATH=. python benchmarks/contention.py --quick --allow-busy  # smoke test
 
-Settings: ``auto`` (cvtool's defaults: train.threads auto, OMP_WAIT_POLICY=PASSIVE),
-``OMP_NUM_THREADS=1``, and ``all cores, spinning`` (train.threads = every usable CPU,
-fixed, OMP's default wait policy: what cvtool did before the thread policy). Each run is
+Settings: ``auto`` (cvtool's defaults: train.threads auto, idle OpenMP threads spin 3,000
+rounds before they sleep), ``OMP_NUM_THREADS=1``, and ``all cores, spinning`` (train.threads
+= every usable CPU, fixed, OpenMP's own wait: what cvtool did before the thread policy). Each run is
 the real CLI in a fresh process with the demo config unchanged, 3 epochs, the last timed
 (the policy re-reads the machine every second, so a neighbour already there has been seen); the busy neighbour is a
 Python process spinning on one core, started before the run and stopped after it. Rounds
 take turns over every (setting, alone/busy) pair; the medians, the busy/alone ratio and
-each setting's alone time against ``auto``'s are printed. Goal (issue 20): beside one busy
+each setting's alone time against ``auto``'s are printed, and the JSON keeps every run with
+its thread record (the count it started with and each change it made). Goal (issue 20): beside one busy
 process a demo epoch takes at most 1.7x its idle time, while idle stays within 10% of
 ``all cores`` and clearly faster than ``OMP_NUM_THREADS=1``.
 """
@@ -66,7 +67,7 @@ def demo_data(command: str, root: Path, quick: bool) -> list[str]:
     return [f"data.root={out}"]
 
 
-def stylize_ms(root: Path, out: Path, environ: dict[str, str], sets: list[str], quick: bool) -> float:
+def stylize_ms(root: Path, out: Path, environ: dict[str, str], sets: list[str], quick: bool) -> dict:
     from PIL import Image
 
     for name in ("content.png", "style.png"):
@@ -77,7 +78,7 @@ def stylize_ms(root: Path, out: Path, environ: dict[str, str], sets: list[str], 
             "--size", size, "--steps", "2" if quick else "20", "--set", "model.weights=none", "--json"]
     for item in sets:
         args += ["--set", item]
-    return benchlib.last_json(benchlib.run(args, environ).stdout)["ms_per_step"]
+    return benchlib.last_json(benchlib.run(args, environ).stdout)
 
 
 def measure(command: str, setting: str, busy: bool, ctx: dict) -> float:
@@ -86,11 +87,17 @@ def measure(command: str, setting: str, busy: bool, ctx: dict) -> float:
     out = ctx["tmp"] / f"run{ctx['n']}"
     with neighbour(busy):
         if command == "stylize":
-            return stylize_ms(ctx["tmp"], out.with_suffix(".png"), environ, sets, ctx["quick"])
-        config = "configs/demo/ssd.yaml" if command == "train-ssd" else "configs/demo/cifar.yaml"
-        quick = ["train.max_steps=2"] if ctx["quick"] else []
-        row = benchlib.cli_epoch(command, config, ctx["data"][command] + sets + quick, out, ctx["epochs"], environ)
-        return row["epoch_seconds"]
+            result = stylize_ms(ctx["tmp"], out.with_suffix(".png"), environ, sets, ctx["quick"])
+            value = result["ms_per_step"]
+        else:
+            config = "configs/demo/ssd.yaml" if command == "train-ssd" else "configs/demo/cifar.yaml"
+            quick = ["train.max_steps=2"] if ctx["quick"] else []
+            result = benchlib.cli_epoch(command, config, ctx["data"][command] + sets + quick, out, ctx["epochs"],
+                                        environ)
+            value = result["epoch_seconds"]
+    ctx["runs"].append({"command": command, "setting": setting, "busy": busy, "value": value,
+                        "threads": result["threads"]})
+    return value
 
 
 def report(command: str, medians: dict[tuple[str, bool], float], unit: str) -> list[dict]:
@@ -119,7 +126,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         ctx = {"tmp": Path(tmp), "n": 0, "quick": args.quick, "cpus": threads.usable_cpus(),
-               "epochs": 1 if args.quick else 3, "data": {}}
+               "epochs": 1 if args.quick else 3, "data": {}, "runs": []}
         for command in commands:
             if command != "stylize":
                 ctx["data"][command] = demo_data(command, Path(tmp), args.quick)
@@ -128,7 +135,7 @@ def main() -> None:
                                            rounds)
             medians = {key: benchlib.median(results[f"{key[0]} {'busy' if key[1] else 'alone'}"]) for key in pairs}
             rows += report(command, medians, "ms/step" if command == "stylize" else "s/epoch")
-    record.update(rows=rows, rounds=rounds, quick=args.quick)
+    record.update(rows=rows, runs=ctx["runs"], rounds=rounds, quick=args.quick)
     benchlib.finish(record, args.json)
 
 

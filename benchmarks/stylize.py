@@ -6,8 +6,9 @@
 ``cvtool defaults`` is what `cvtool stylize` picks on this machine with train.amp,
 train.channels_last and train.threads at auto (bf16 only where the CPU has it natively,
 NHWC from the family table); goal (issue 20): >= 2x the book's loop. Both run in this
-process with the same thread count (the defaults' choice), so the ratio is the loop's and
-the settings', not the thread policy's (benchmarks/contention.py measures that).
+process with the same thread count (the defaults' choice) and OpenMP's own wait (torch is
+loaded before cvtool could set it), so the ratio is the loop's and the settings', not the
+thread policy's (benchmarks/contention.py measures that).
 
 The book's loop: VGG-19 features[:29] whose weights still require gradients (so every
 backward also computes 10 M weight gradients nobody uses), fp32, NCHW. cvtool's: the

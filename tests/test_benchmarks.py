@@ -74,6 +74,9 @@ def test_contention_benchmark_runs_each_setting_alone_and_busy(tmp_path):
     record = quick("contention.py", tmp_path, "--only", "train-ssd")
     assert [r["setting"] for r in record["rows"]] == ["auto", "OMP_NUM_THREADS=1", "all cores, spinning"]
     assert all(r["alone"] > 0 and r["busy"] > 0 for r in record["rows"])
+    sources = {(r["setting"], r["threads"]["source"], r["threads"]["wait_source"]) for r in record["runs"]}
+    assert sources == {("auto", "auto", "cvtool default"), ("OMP_NUM_THREADS=1", "OMP_NUM_THREADS", "cvtool default"),
+                       ("all cores, spinning", "train.threads", "environment")}
 
 
 def test_a_busy_machine_is_refused_unless_allowed(capsys):

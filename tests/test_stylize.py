@@ -285,3 +285,18 @@ def test_memory_estimate_on_cuda_adds_the_context_and_workspaces(monkeypatch):
     need = {kind: stylize_memory.check_memory(torch.device(kind), (512, 512), (512, 512), 28, torch.bfloat16, False)
             for kind in ("cpu", "cuda")}
     assert need["cuda"] - need["cpu"] == stylize_memory.CUDA_OVERHEAD == 2 ** 30
+
+
+def test_env_json_and_the_summary_keep_the_thread_changes(pics, tmp_path, monkeypatch):
+    from test_threads import neighbour_policy
+
+    from cvtool.engine import threads
+
+    monkeypatch.setattr(threads, "start", lambda setting: neighbour_policy())
+    before = torch.get_num_threads()
+    try:
+        result = st.stylize(tiny("optim.steps=2"), *pics, tmp_path / "out.png", out_dir=tmp_path / "run")
+    finally:
+        torch.set_num_threads(before)
+    env = json.loads((tmp_path / "run" / "env.json").read_text())
+    assert [c[1] for c in env["threads"]["changes"]] == [1] == [c[1] for c in result["threads"]["changes"]]

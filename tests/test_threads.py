@@ -4,11 +4,15 @@ all on fake readings (deterministic), plus what a run records."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+import cvtool
 from cvtool import config as cfglib
 from cvtool.engine import placement, runtime, threads
 from cvtool.engine.threads import Adapter, Choice, Policy, ProcReader, Sample
@@ -179,6 +183,20 @@ def test_a_fixed_choice_never_reads_proc():
     assert policy.tick() == 1 and torch.get_num_threads() == 1
 
 
+@pytest.mark.parametrize("given,want", [
+    ({}, {"GOMP_SPINCOUNT": cvtool.SPIN_COUNT}),  # nothing said: a short spin, then sleep
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_WAIT_POLICY": "PASSIVE"}),  # the user's words, nothing added
+    ({"GOMP_SPINCOUNT": "infinite"}, {"GOMP_SPINCOUNT": "infinite"}),
+])
+def test_the_openmp_wait_is_set_before_torch_loads_unless_the_user_set_one(given, want):
+    environ = {k: v for k, v in os.environ.items() if k not in cvtool.WAIT_SETTINGS}
+    code = ("import json, os, cvtool; "
+            "print(json.dumps({k: os.environ[k] for k in cvtool.WAIT_SETTINGS if k in os.environ}))")
+    out = subprocess.run([sys.executable, "-c", code], env={**environ, **given}, capture_output=True, text=True,
+                         check=True, cwd=Path(cvtool.__file__).parents[1]).stdout
+    assert json.loads(out) == want
+
+
 # --------------------------------------------------------------------------- CPU defaults
 
 
@@ -221,4 +239,21 @@ def test_a_run_records_and_announces_its_choices(cli, tmp_path, tiny_hotdog, mon
     assert "(fp32, NCHW, 1 of" in out and "train.threads, fixed) threads" in out
     env = json.loads((tmp_path / "run" / "env.json").read_text())
     assert env["threads"]["threads"] == 1 and env["threads"]["source"] == "train.threads"
-    assert env["threads"]["omp_wait_policy"] and env["channels_last"] is False and env["precision"] == "fp32"
+    assert env["threads"]["wait_source"] and env["channels_last"] is False and env["precision"] == "fp32"
+
+
+def neighbour_policy() -> Policy:
+    """An adaptive policy whose first reading finds one core taken by another process."""
+    reader = ScriptedReader([Sample(0, 0, 0, 0), Sample(400, 400, 200, 0)])
+    return Policy(Choice(2, "auto", cpus=2, adaptive=True), reader=reader, interval=0.0)
+
+
+def test_env_json_keeps_the_thread_changes_made_during_training(cli, tmp_path, tiny_hotdog, monkeypatch):
+    from cvtool.engine import run
+
+    monkeypatch.setattr(run, "thread_policy", lambda cfg, procs: neighbour_policy())
+    code, _, err = cli("finetune-hotdog", *tiny_hotdog, "--epochs", "1", "--max-steps", "2",
+                       "--out", tmp_path / "run")
+    assert code == 0, err
+    record = json.loads((tmp_path / "run" / "env.json").read_text())["threads"]
+    assert record["threads"] == 2 and [c[1] for c in record["changes"]] == [1]

@@ -125,6 +125,15 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def update_json(path: Path, **fields: Any) -> None:
+    """Rewrite a JSON record with ``fields`` changed, if they did (env.json's thread record
+    follows the machine during a run)."""
+    data = json.loads(path.read_text())
+    if any(data.get(k) != v for k, v in fields.items()):
+        data.update(fields)
+        write_json(path, data)
+
+
 def write_config(path: Path, config: dict, comment: str = "") -> None:
     """``comment``: lines of derived facts (e.g. the effective lr) kept as YAML comments, so the
     file still loads as a --config."""

@@ -7,9 +7,10 @@ cost. So ``auto`` starts from the CPUs this process may use (its affinity) less 
 DataLoader workers that compete for them, and on Linux re-measures every second
 how many cores other processes (and this run's own workers) keep busy, from /proc/stat and
 the process tree's CPU time, then sets ``torch.set_num_threads`` to what is left, with
-hysteresis. OpenMP's wait policy is PASSIVE (cvtool/__init__.py) so idle threads sleep
-instead of spinning against the neighbours. An explicit ``threads`` setting or a user's
-``OMP_NUM_THREADS`` is obeyed as given and never adapted.
+hysteresis. OpenMP's idle threads spin only briefly before they sleep (GOMP_SPINCOUNT,
+cvtool/__init__.py), so between two readings they do not spin against the neighbours. An
+explicit ``threads`` setting or a user's ``OMP_NUM_THREADS`` is obeyed as given and never
+adapted.
 """
 
 from __future__ import annotations
@@ -47,10 +48,8 @@ class Choice:
         return f"{self.threads} of {self.cpus} CPUs ({self.source}, {how})"
 
     def record(self) -> dict:
-        wait, by_user = wait_policy()
         return {"threads": self.threads, "source": self.source, "cpus": self.cpus, "workers": self.workers,
-                "adaptive": self.adaptive, "omp_wait_policy": wait,
-                "omp_wait_policy_source": "environment" if by_user else "cvtool default"}
+                "adaptive": self.adaptive, **wait_policy()}
 
 
 def usable_cpus() -> int:
@@ -68,9 +67,11 @@ def usable_cpu_ids() -> set[int] | None:
         return None
 
 
-def wait_policy() -> tuple[str, bool]:
-    """(OMP_WAIT_POLICY in effect, whether the user set it rather than cvtool)."""
-    return os.environ.get("OMP_WAIT_POLICY", ""), cvtool.USER_OMP_WAIT_POLICY is not None
+def wait_policy() -> dict[str, str]:
+    """How idle OpenMP threads wait, and whether the user's environment or cvtool said so."""
+    return {"omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+            "gomp_spincount": os.environ.get("GOMP_SPINCOUNT", ""),
+            "wait_source": "environment" if cvtool.USER_WAIT else "cvtool default"}
 
 
 def env_threads(environ: Mapping[str, str]) -> int | None:

@@ -378,4 +378,6 @@ class Trainer:
             summary["error"] = error
         if self.main and run_dir.exists():
             rundir.write_json(run_dir / "summary.json", summary)
+            if self.run.threads is not None and (run_dir / "env.json").exists():
+                rundir.update_json(run_dir / "env.json", threads=self.run.threads.record())
         return summary

@@ -314,6 +314,8 @@ def stylize(cfg: Config, content_path: str | Path, style_path: str | Path, outpu
     finally:
         reporter.stop_bar()
         board.close()
+        if run_dir is not None:
+            rundir.update_json(run_dir / "env.json", threads=policy.record())
     result = summary(p, run, seconds, warnings, run_dir)
     if run_dir is not None:
         rundir.write_json(run_dir / "summary.json", result)
@@ -333,6 +335,7 @@ def summary(p: Plan, run: Optimisation, seconds: float, warnings: list[str], run
         "ms_per_step": round(1000 * seconds / max(run.done, 1), 3),
         "device": str(p.device),
         "amp": str(p.dtype).removeprefix("torch.") if p.dtype else "off",
+        "threads": run.threads.record() if run.threads is not None else None,
         "estimated_memory_bytes": p.need,
         "warnings": warnings,
         "run_dir": str(run_dir) if run_dir is not None else None,
