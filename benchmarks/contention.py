@@ -7,15 +7,16 @@ step) alone and beside one spinning process, under three thread settings.
 
 Settings: ``auto`` (cvtool's defaults: train.threads auto, idle OpenMP threads spin 3,000
 rounds before they sleep), ``OMP_NUM_THREADS=1``, and ``all cores, spinning`` (train.threads
-= every usable CPU, fixed, OpenMP's own wait: what cvtool did before the thread policy). Each run is
-the real CLI in a fresh process with the demo config unchanged, 3 epochs, the last timed
-(the policy re-reads the machine every second, so a neighbour already there has been seen); the busy neighbour is a
-Python process spinning on one core, started before the run and stopped after it. Rounds
-take turns over every (setting, alone/busy) pair; the medians, the busy/alone ratio and
-each setting's alone time against ``auto``'s are printed, and the JSON keeps every run with
-its thread record (the count it started with and each change it made). Goal (issue 20): beside one busy
-process a demo epoch takes at most 1.7x its idle time, while idle stays within 10% of
-``all cores`` and clearly faster than ``OMP_NUM_THREADS=1``.
+= every usable CPU, fixed, OpenMP's own wait: what cvtool did before the thread policy).
+Each run is the real CLI in a fresh process with the demo config unchanged, 3 epochs, the
+last timed (the policy re-reads the machine every second, so a neighbour already there has
+been seen); the busy neighbour is a Python process spinning on one core, started before the
+run and stopped after it. Rounds take turns over every (setting, alone/busy) pair; the
+medians, the busy/alone ratio, each setting's alone time against ``auto``'s and the share of
+its core the neighbour kept over the run are printed, and the JSON keeps every run with its
+thread record (the count it started with and each change it made). Goal (issue 20): beside
+one busy process a demo epoch takes at most 1.7x its idle time, while idle stays within 10%
+of ``all cores`` and clearly faster than ``OMP_NUM_THREADS=1``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import contextlib
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import benchlib
@@ -40,18 +42,42 @@ def setting_env(setting: str, cpus: int) -> tuple[dict[str, str], list[str]]:
     return benchlib.env(OMP_NUM_THREADS=None), []
 
 
+# The neighbour counts its loop turns and prints their rate when told to stop, so a benchmark
+# sees how much of its core a run left it, not only how fast the run itself went.
+SPINNER = ("import signal, sys, time\n"
+           "turns, began = 0, time.perf_counter()\n"
+           "signal.signal(signal.SIGTERM, lambda *_: sys.exit(print(turns / (time.perf_counter() - began))))\n"
+           "while True:\n"
+           "    turns += 1\n")
+
+
 @contextlib.contextmanager
 def neighbour(busy: bool):
-    """One process spinning on a core for as long as the block runs."""
+    """One process spinning on a core for as long as the block runs; afterwards the yielded
+    dict holds its ``rate`` (loop turns per second; None when it was stopped before it began)."""
+    work: dict[str, float | None] = {}
     if not busy:
-        yield
+        yield work
         return
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    spinner = subprocess.Popen([sys.executable, "-c", SPINNER], stdout=subprocess.PIPE, text=True)
     try:
-        yield
+        yield work
     finally:
-        spinner.kill()
-        spinner.wait()
+        spinner.terminate()
+        out = spinner.communicate()[0].strip()
+        work["rate"] = float(out) if out else None
+
+
+def spinner_alone(seconds: float = 2.0) -> float | None:
+    """The neighbour's rate with nothing beside it: what "its whole core" means here."""
+    with neighbour(True) as work:
+        time.sleep(seconds)
+    return work["rate"]
+
+
+def share(work: dict, alone: float | None) -> float | None:
+    """The part of its core the neighbour kept (1.0: all of it)."""
+    return work["rate"] / alone if work.get("rate") and alone else None
 
 
 def demo_data(command: str, root: Path, quick: bool) -> list[str]:
@@ -85,7 +111,7 @@ def measure(command: str, setting: str, busy: bool, ctx: dict) -> float:
     environ, sets = setting_env(setting, ctx["cpus"])
     ctx["n"] += 1
     out = ctx["tmp"] / f"run{ctx['n']}"
-    with neighbour(busy):
+    with neighbour(busy) as work:
         if command == "stylize":
             result = stylize_ms(ctx["tmp"], out.with_suffix(".png"), environ, sets, ctx["quick"])
             value = result["ms_per_step"]
@@ -96,19 +122,23 @@ def measure(command: str, setting: str, busy: bool, ctx: dict) -> float:
                                         environ)
             value = result["epoch_seconds"]
     ctx["runs"].append({"command": command, "setting": setting, "busy": busy, "value": value,
-                        "threads": result["threads"]})
+                        "threads": result["threads"], "neighbour_share": share(work, ctx["spinner_alone"])})
     return value
 
 
-def report(command: str, medians: dict[tuple[str, bool], float], unit: str) -> list[dict]:
+def report(command: str, medians: dict[tuple[str, bool], float], runs: list[dict], unit: str) -> list[dict]:
     rows = []
     base = medians[("auto", False)]
     for setting in SETTINGS:
         alone, busy = medians[(setting, False)], medians[(setting, True)]
+        shares = [r["neighbour_share"] for r in runs if r["command"] == command and r["setting"] == setting
+                  and r["busy"] and r["neighbour_share"] is not None]
+        kept = benchlib.median(shares) if shares else None
         rows.append({"command": command, "setting": setting, "alone": alone, "busy": busy, "ratio": busy / alone,
-                     "alone_vs_auto": alone / base, "unit": unit})
+                     "alone_vs_auto": alone / base, "neighbour_share": kept, "unit": unit})
         print(f"{command:<10} {setting:<22} alone {alone:9.3f} {unit}  beside a busy process {busy:9.3f} {unit}  "
-              f"busy/alone {busy / alone:5.2f}x  alone vs auto {alone / base:5.2f}x", flush=True)
+              f"busy/alone {busy / alone:5.2f}x  alone vs auto {alone / base:5.2f}x  "
+              f"neighbour kept {'?' if kept is None else f'{kept:.0%}'} of its core", flush=True)
     return rows
 
 
@@ -126,7 +156,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         ctx = {"tmp": Path(tmp), "n": 0, "quick": args.quick, "cpus": threads.usable_cpus(),
-               "epochs": 1 if args.quick else 3, "data": {}, "runs": []}
+               "epochs": 1 if args.quick else 3, "data": {}, "runs": [], "spinner_alone": spinner_alone()}
         for command in commands:
             if command != "stylize":
                 ctx["data"][command] = demo_data(command, Path(tmp), args.quick)
@@ -134,8 +164,8 @@ def main() -> None:
             results = benchlib.interleaved({f"{s} {'busy' if b else 'alone'}": run for (s, b), run in pairs.items()},
                                            rounds)
             medians = {key: benchlib.median(results[f"{key[0]} {'busy' if key[1] else 'alone'}"]) for key in pairs}
-            rows += report(command, medians, "ms/step" if command == "stylize" else "s/epoch")
-    record.update(rows=rows, runs=ctx["runs"], rounds=rounds, quick=args.quick)
+            rows += report(command, medians, ctx["runs"], "ms/step" if command == "stylize" else "s/epoch")
+    record.update(rows=rows, runs=ctx["runs"], spinner_alone=ctx["spinner_alone"], rounds=rounds, quick=args.quick)
     benchlib.finish(record, args.json)
 
 

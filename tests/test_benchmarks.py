@@ -74,9 +74,19 @@ def test_contention_benchmark_runs_each_setting_alone_and_busy(tmp_path):
     record = quick("contention.py", tmp_path, "--only", "train-ssd")
     assert [r["setting"] for r in record["rows"]] == ["auto", "OMP_NUM_THREADS=1", "all cores, spinning"]
     assert all(r["alone"] > 0 and r["busy"] > 0 for r in record["rows"])
+    assert record["spinner_alone"] > 0
+    assert all((r["neighbour_share"] is not None) == r["busy"] for r in record["runs"])
     sources = {(r["setting"], r["threads"]["source"], r["threads"]["wait_source"]) for r in record["runs"]}
     assert sources == {("auto", "auto", "cvtool default"), ("OMP_NUM_THREADS=1", "OMP_NUM_THREADS", "cvtool default"),
                        ("all cores, spinning", "train.threads", "environment")}
+
+
+def test_wait_benchmark_runs_each_wait_alone_and_busy(tmp_path):
+    record = quick("wait.py", tmp_path)
+    assert [r["wait"] for r in record["rows"]] == ["GNU default", "PASSIVE", "spin 3000"]
+    assert all(r["alone"] > 0 and r["busy"] > 0 for r in record["rows"])
+    assert record["shares"]["alone"] > 0
+    assert all(0 < r["neighbour_share"] <= 1.5 for r in record["rows"])
 
 
 def test_a_busy_machine_is_refused_unless_allowed(capsys):
