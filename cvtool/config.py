@@ -285,6 +285,9 @@ def default_of(f: dataclasses.Field) -> Any:
     return f.default_factory()  # type: ignore[misc]
 
 
+YAML_BOOL_WORDS = {False: ("off", "no", "false"), True: ("on", "yes", "true")}
+
+
 def coerce(key: str, kind: Any, value: Any, f: dataclasses.Field | None = None) -> Any:
     """Check ``value`` against the annotation ``kind``; return it in its canonical type."""
     origin = typing.get_origin(kind)
@@ -307,6 +310,8 @@ def coerce(key: str, kind: Any, value: Any, f: dataclasses.Field | None = None) 
         wants = [e.split(" must be ", 1)[1].rsplit(", got ", 1)[0] for e in errors]
         raise ConfigError(f"{key} must be {' or '.join(wants)}, got {value!r}")
     if origin is Literal:
+        if isinstance(value, bool):  # YAML reads an unquoted off/no/on/yes as a boolean
+            value = next((word for word in YAML_BOOL_WORDS[value] if word in args), value)
         if value not in args:
             choices = " | ".join(map(str, args))
             raise ConfigError(f"{key} must be one of {choices}, got {value!r}")

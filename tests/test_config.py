@@ -31,6 +31,16 @@ def test_set_parses_yaml_values():
     assert load("model.weights=none").model.weights == "none"
 
 
+def test_an_unquoted_off_is_the_choice_not_a_boolean(tmp_path):
+    """YAML reads off/no/on/yes as booleans; where a choice is spelled so, it is meant."""
+    assert load("train.amp=off").train.amp == "off"
+    written = tmp_path / "amp.yaml"
+    written.write_text("train:\n  amp: off\n")
+    assert load(path=written).train.amp == "off"
+    with pytest.raises(c.ConfigError, match="train.amp must be one of auto"):
+        load("train.amp=true")
+
+
 @pytest.mark.parametrize("override, message", [
     ("optim.lrr=0.1", "unknown config key optim.lrr; did you mean optim.lr?"),
     ("trian.epochs=3", "unknown config key trian.epochs; did you mean train.epochs?"),

@@ -236,10 +236,11 @@ def test_a_run_records_and_announces_its_choices(cli, tmp_path, tiny_hotdog, mon
     code, out, err = cli("finetune-hotdog", *tiny_hotdog, "--epochs", "1", "--max-steps", "1",
                          "--set", "train.threads=1", "--out", tmp_path / "run")
     assert code == 0, err
-    assert "(fp32, NCHW, 1 of" in out and "train.threads, fixed) threads" in out
+    precision = "bfloat16" if runtime.cpu_has_native_bf16() else "fp32"  # train.amp: auto
+    assert f"({precision}, NCHW, 1 of" in out and "train.threads, fixed) threads" in out
     env = json.loads((tmp_path / "run" / "env.json").read_text())
     assert env["threads"]["threads"] == 1 and env["threads"]["source"] == "train.threads"
-    assert env["threads"]["wait_source"] and env["channels_last"] is False and env["precision"] == "fp32"
+    assert env["threads"]["wait_source"] and env["channels_last"] is False and env["precision"] == precision
 
 
 def neighbour_policy() -> Policy:
