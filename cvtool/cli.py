@@ -5,7 +5,7 @@ kinds and ``predict``'s option checks are generated from cvtool.tasks.registry w
 ``main`` runs, so a task registered before then is a command. This module and
 cvtool.commands are the only ones that print results or read argv; everything below
 raises cvtool.errors, and ``main`` turns those into one line on stderr and the documented
-exit code (0 ok, 2 bad input, 3 missing, 130 interrupted).
+exit code (0 ok, 2 bad input, 3 missing, 4 quality gate failed, 130 interrupted).
 """
 
 from __future__ import annotations

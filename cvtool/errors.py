@@ -27,3 +27,12 @@ class Interrupted(CvtoolError):
     """Training stopped by SIGINT/SIGTERM after saving a resumable checkpoint (exit 130)."""
 
     exit_code = 130
+
+
+class GateFailed(CvtoolError):
+    """A quality gate failed: a metric past its bound or a drop over its tolerance (exit 4).
+
+    What the run or export wrote is kept; the message names each failed gate.
+    """
+
+    exit_code = 4
