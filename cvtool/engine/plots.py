@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import LogFormatter, MaxNLocator  # noqa: E402
 
 from cvtool.files import atomic_write  # noqa: E402
+from cvtool.metrics import family  # noqa: E402
 
 SKIP = {"epoch", "lr", "epoch_seconds", "images_per_second"}
 FAMILIES = ("loss", "error", "score")
@@ -31,15 +32,6 @@ class PlainLog(LogFormatter):
 
     def __call__(self, x: float, pos: int | None = None) -> str:
         return f"{x:g}" if super().__call__(x, pos) else ""
-
-
-def family(key: str) -> str:
-    name = key.partition("_")[2] or key
-    if "loss" in name:
-        return "loss"
-    if "err" in name or "mae" in name:
-        return "error"
-    return "score"
 
 
 def groups(rows: list[dict[str, float]]) -> dict[str, list[str]]:
