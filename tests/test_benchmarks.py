@@ -120,3 +120,10 @@ def test_detectors_benchmark_scores_both_detectors_in_quick_mode(tmp_path):
         assert row["status"] == "completed" and 0 <= row["val_map50"] <= 1 and 0 <= row["val_map"] <= 1, row
         assert row["train_images_per_second"] > 0 and row["inference_ms_per_image"] > 0, row
     assert "train-rcnn" in out and "mAP@0.5" in out
+
+
+def test_book_ssd_benchmark_runs_the_books_loop_and_both_recipes(tmp_path):
+    record = quick("book_ssd.py", tmp_path)
+    assert [r["recipe"] for r in record["rows"]] == ["book", "cvtool", "fast"]
+    for row in record["rows"]:
+        assert row["images_per_second"] > 0 and 0 <= row["val_map50"] <= 1 and row["class_err"] >= 0, row
