@@ -70,8 +70,8 @@ def test_focal_loss_weights_each_anchor_by_its_error():
 def test_anchor_sizes_and_the_positive_iou_reach_the_model_and_the_targets():
     cfg = c.load(ssd.Config, CONFIGS / "ssd-fast.yaml")
     model = ssd.build_model(cfg)
-    anchors = model.anchors_for(160, 160).reshape(-1, 4)
-    assert anchors.shape[0] == 4 * (20 * 20 + 10 * 10 + 5 * 5 + 2 * 2 + 1)
+    anchors = model.anchors_for(128, 128).reshape(-1, 4)
+    assert anchors.shape[0] == 4 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1)
     assert (anchors[0, 2] - anchors[0, 0]).item() == pytest.approx(cfg.model.anchor_sizes[0][0])
     box = torch.tensor([[[0, 0.30, 0.30, 0.40, 0.42]]])
     loose = multibox_target(anchors[None], box, 0.3)[2]
