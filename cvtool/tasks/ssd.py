@@ -36,11 +36,11 @@ BATCH = 32  # the book's batch size, the factor between its summed-loss lr and o
 
 @dataclass
 class Data(detect.DetectionData):
-    """banana-detection/bananas_{train,val}/ or VOC2012 detection (data.format); val is the validation split."""
+    """A bananas, VOC, COCO or YOLO detection folder (data.format, docs/data.md); val is the validation split."""
 
     batch_size: int = c.opt(BATCH, "images per training step", ge=1)
     num_workers: int = c.opt(
-        0, "DataLoader worker processes; splits are decoded into memory once, so workers only help augmentation",
+        0, "DataLoader worker processes: they decode images when data.cache is off, and augment",
         ge=0)
     image_size: int = c.opt(256, "images are resized to image_size x image_size (TinySSD needs >= 64)", ge=64)
     flip: bool = c.opt(False, "augment: random horizontal flips, boxes moved along (off in the book)")
@@ -51,7 +51,7 @@ class Model:
     """TinySSD size."""
 
     num_classes: int | Literal["auto"] = c.opt(
-        "auto", "object classes, background not counted; auto = one per data.classes name (bananas: 1)", ge=1)
+        "auto", "object classes, background not counted; auto = one per class name the data holds", ge=1)
     width: float = c.opt(1.0, "channel multiplier: 1.0 = the book's 16-32-64-128; smaller trains faster", gt=0)
 
 
@@ -93,7 +93,7 @@ class Config:
 
 
 def build_model(cfg: Config) -> TinySSD:
-    return TinySSD(c.class_count(cfg.model.num_classes, len(cfg.data.classes)), cfg.model.width)
+    return TinySSD(detect.class_total(cfg), cfg.model.width)
 
 
 class WithTargets(Dataset):
@@ -210,9 +210,8 @@ def make_evaluate(cfg: Config):
 
 
 def build(cfg: Config, rank_zero: bool = True) -> Task:
-    cfg = c.with_num_classes(cfg, len(cfg.data.classes), "data.classes")
+    cfg, train, val, metadata = detect.prepare(cfg)
     d = cfg.data
-    train, val, fmt = detect.open_splits(d, cfg.model.num_classes)
     model = build_model(cfg)
     anchors = model.anchors_for(d.image_size, d.image_size)
     pictures = (make_detector(cfg.detect, d.image_size), detect.first_samples(val), list(d.classes), cfg.detect.draw_threshold)
@@ -223,8 +222,7 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
         train_step=train_step, evaluate=make_evaluate(cfg), columns=COLUMNS,
         best_metric="val_map50", best_mode="max",
         finish=detect.make_finish(*pictures), pictures=detect.make_pictures(*pictures),
-        metadata={"classes": list(d.classes), "image_size": d.image_size, "format": fmt,
-                  "skipped_images": train.skipped + val.skipped},  # type: ignore[attr-defined]
+        metadata=metadata,
     )
 
 
@@ -241,7 +239,7 @@ def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list
 
 SPEC = register(TaskSpec(
     command="train-ssd",
-    summary="Train TinySSD on the banana (or VOC2012) detection dataset.",
+    summary="Train TinySSD on the banana detection dataset, or your own (VOC, COCO, YOLO).",
     config=Config, build=build, build_model=build_model, predict=predict,
     predict_options=("threshold",),
     synth={"bananas": bananas.synthesize},
