@@ -1,4 +1,4 @@
-"""``cvtool data fetch|synth``; the synth kinds and their options come from the task registry."""
+"""``cvtool data fetch|synth|check|convert``; the synth kinds and their options come from the task registry."""
 
 from __future__ import annotations
 
@@ -104,8 +104,34 @@ def synth_command() -> Callable[..., None]:
     return command
 
 
+FORMAT_HELP = "The layout SRC holds: auto | bananas | voc | coco | yolo (auto: found from the folder)."
+
+
+def convert(src: Path = typer.Argument(..., metavar="SRC", help="A detection data folder in any layout."),
+            to: str = typer.Option(..., "--to", help="Layout to write: coco | yolo | voc | bananas."),
+            out: Path = typer.Option(..., "--out", metavar="DIR", help="New folder to write."),
+            fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+            copy: bool = typer.Option(False, "--copy", help="Copy the images (default: symbolic links to them)."),
+            as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object.")) -> None:
+    """Write a detection data set in another layout: same boxes, class names and order, images linked or copied."""
+    from cvtool.commands.common import emit
+    from cvtool.data.convert import convert as run
+
+    source, notes = run(src, to, out, fmt=fmt, copy=copy)
+    counts = {split: len(records) for split, records in source.splits.items()}
+    if as_json:
+        emit({"from": source.format, "to": to, "out": str(out), "classes": source.classes, "images": counts,
+              "notes": notes}, True)
+        return
+    typer.echo(f"{source.format} -> {to}: {', '.join(f'{n} {s}' for s, n in counts.items())} images, "
+               f"{len(source.classes)} classes, written to {out}")
+    for note in notes:
+        typer.echo(f"  {note}")
+
+
 def register(parent: typer.Typer) -> None:
-    app = typer.Typer(no_args_is_help=True, help="Fetch real datasets or write synthetic ones.")
+    app = typer.Typer(no_args_is_help=True, help="Fetch, write, check and convert datasets.")
     app.command("fetch")(fetch)
     app.command("synth")(synth_command())
+    app.command("convert")(convert)
     parent.add_typer(app, name="data")
