@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from torch.utils.data import default_collate
 
 from cvtool.data import convert, detection
 from cvtool.data.bananas import synthesize
@@ -20,6 +22,7 @@ from cvtool.errors import InputError
 CLASSES = ["cherry", "lemon"]
 LAYOUTS = ("coco", "yolo", "voc", "bananas")
 RUN = ["--max-steps", "2", "--epochs", "1", "--device", "cpu"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def named_source(base: Path) -> Source:
@@ -86,29 +89,54 @@ def test_several_layouts_in_one_folder_is_exit_2_naming_them(layouts, tmp_path):
     assert detection.read(mixed, "yolo").format == "yolo"
 
 
+def sizes_for(task: str) -> list[str]:
+    sets = ["data.image_size=64", "data.batch_size=4", "data.num_workers=0"]
+    sets += ["model.width=0.25"] if task == "train-ssd" else [
+        "model.weights=none", "model.rpn_proposals=40", "model.rpn_proposals_test=20",
+        "model.box_batch_size_per_image=16", "detect.min_score=0.0"]
+    return sets
+
+
 @pytest.mark.parametrize("task", ["train-ssd", "train-rcnn"])
-def test_every_layout_trains_and_one_checkpoint_scores_the_same_map_on_each(cli, layouts, tmp_path, task):
-    sizes = ["--set", "data.image_size=64", "--set", "data.batch_size=4", "--set", "data.num_workers=0"]
-    sizes += ["--set", "model.width=0.25"] if task == "train-ssd" else \
-        ["--set", "model.weights=none", "--set", "model.rpn_proposals=40", "--set", "model.rpn_proposals_test=20",
-         "--set", "model.box_batch_size_per_image=16", "--set", "detect.min_score=0.0"]
-    for fmt in ("coco", "yolo", "voc"):
-        code, out, err = cli(task, "--set", f"data.root={layouts[fmt]}", *sizes, *RUN, "--out", tmp_path / fmt)
-        assert code == 0, err
-        assert f"data.format auto: {fmt}" in out + err and "data.cache auto: on" in out + err
-        ckpt = tmp_path / fmt / "checkpoints" / "last.pt"
+@pytest.mark.parametrize("fmt", ["yolo", "voc"])
+def test_each_layout_builds_both_detectors_and_takes_a_step(layouts, task, fmt):
+    from cvtool import config as cfglib
+    from cvtool.tasks import registry
+
+    spec = registry.get(task)
+    cfg = cfglib.load(spec.config, None, [f"data.root={layouts[fmt]}", *sizes_for(task)])
+    built = spec.build(cfg)
+    assert built.metadata["classes"] == CLASSES and built.metadata["format"] == fmt
+    assert built.config.model.num_classes == 2 and built.config.data.classes == CLASSES
+    batch = default_collate([built.train_data[i] for i in range(2)])
+    built.model.train()
+    out = built.train_step(built.model, batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and any(p.grad is not None and p.grad.abs().sum() > 0
+                                           for p in built.model.parameters())
+
+
+@pytest.mark.parametrize("task", ["train-ssd", "train-rcnn"])
+def test_coco_trains_and_the_checkpoint_scores_the_same_map_on_every_layout(cli, layouts, tmp_path, task):
+    sets = [x for s in sizes_for(task) for x in ("--set", s)]
+    code, out, err = cli(task, "--set", f"data.root={layouts['coco']}", *sets, *RUN, "--out", tmp_path / "run")
+    assert code == 0, err
+    assert "data.format auto: coco (found annotations/instances_train.json)" in out + err
+    assert "data.cache auto: on" in out + err
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
     scores = {}
-    for fmt in ("coco", "voc"):  # YOLO has no crowd flag, so its mAP counts the crowd object
+    for fmt in ("coco", "voc"):  # YOLO and bananas have no crowd flag, so their mAP counts the crowd object
         code, out, err = cli("eval", "--checkpoint", ckpt, "--set", f"data.root={layouts[fmt]}", "--json")
         assert code == 0, err
         scores[fmt] = json.loads(out)["metrics"]
-    assert scores["coco"].keys() == scores["voc"].keys()
+    assert scores["coco"].keys() == scores["voc"].keys() and "val_map50" in scores["coco"]
     for key, value in scores["coco"].items():
         assert scores["voc"][key] == pytest.approx(value, abs=1e-6), key
     code, out, err = cli("predict", "--checkpoint", ckpt, layouts["coco"] / "val" / "0.png", "--threshold", "0",
                          "--json")
     assert code == 0, err
-    assert {b["class"] for b in json.loads(out)[0]["boxes"]} <= set(CLASSES)
+    found = {b["class"] for b in json.loads(out)[0]["boxes"]}
+    assert found and found <= set(CLASSES)
 
 
 def test_classes_given_by_hand_must_agree_with_the_data(layouts):
