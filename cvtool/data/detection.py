@@ -144,7 +144,7 @@ def _voc(root: Path, splits: Splits, classes: Sequence[str] | str, skip: bool, i
     for split, name in (("train", train), ("val", val)):
         issues.split = split
         try:
-            read[split] = voc_detection.read_split(base, name, None, skip)
+            read[split] = voc_detection.read_split(base, name, None, skip, issues)
         except InputError as exc:
             if not issues.collect:
                 raise

@@ -24,7 +24,7 @@ from typing import Sequence
 from cvtool.data import voc
 from cvtool.data.box_dataset import Augment, BoxDataset
 from cvtool.data.images import header_size, load_rgb, read_or_skip
-from cvtool.data.records import Record
+from cvtool.data.records import Issues, Record
 from cvtool.errors import InputError
 
 CLASSES: tuple[str, ...] = voc.CLASSES[1:]
@@ -196,30 +196,30 @@ class Split:
     skipped: int = 0
 
 
-def read_split(root: str | Path, split: str, classes: Sequence[str] | None = CLASSES, skip: bool = False) -> Split:
+def read_split(root: str | Path, split: str, classes: Sequence[str] | None = CLASSES, skip: bool = False,
+               issues: Issues | None = None) -> Split:
     """Parse and check every id of ``ImageSets/Main/<split>.txt``.
 
     With ``skip`` (data.on_bad_image: skip) each image is decoded once here and the unreadable
     ones are left out; otherwise only headers are read and a bad image fails when it is loaded.
-    With ``classes`` None every object name is taken (label -1; see ``class_names``).
+    With ``classes`` None every object name is taken (label -1; see ``class_names``). A
+    collecting ``issues`` (data check) hears of each bad id and the split goes on without it.
     """
     base = voc_root(root)
     list_file = base / "ImageSets" / "Main" / f"{split}.txt"
     out = Split([], [], [], [])
     for line, name in read_ids(list_file):
-        xml = base / "Annotations" / f"{name}.xml"
-        if not xml.is_file():
-            raise InputError(f"{list_file} line {line}: id {name} has no annotation {xml}")
-        ann = parse_annotation(xml, classes)
-        jpg = image_of(base, name, ann.filename)
-        if not jpg.is_file():
-            raise InputError(f"{list_file} line {line}: id {name} has no image {jpg}")
-        size = read_or_skip(jpg, (lambda p: load_rgb(p).size) if skip else
-                            (lambda p: header_size(p, lambda exc: f"cannot read image {p}: {exc}")), skip)
-        if size is None:
+        try:
+            found = _read_id(base, list_file, line, name, classes, skip)
+        except InputError as exc:
+            if issues is None or not issues.collect:
+                raise
+            issues.add(list_file, str(exc))
+            continue
+        if found is None:
             out.skipped += 1
             continue
-        check_boxes(ann, *size)
+        jpg, size, ann = found
         out.ids.append(name)
         out.images.append(jpg)
         out.sizes.append(size)
@@ -227,6 +227,23 @@ def read_split(root: str | Path, split: str, classes: Sequence[str] | None = CLA
     if not out.ids:
         raise InputError(f"{list_file}: no readable image left ({out.skipped} skipped)")
     return out
+
+
+def _read_id(base: Path, list_file: Path, line: int, name: str, classes: Sequence[str] | None,
+             skip: bool) -> tuple[Path, tuple[int, int], VOCAnnotation] | None:
+    xml = base / "Annotations" / f"{name}.xml"
+    if not xml.is_file():
+        raise InputError(f"{list_file} line {line}: id {name} has no annotation {xml}")
+    ann = parse_annotation(xml, classes)
+    jpg = image_of(base, name, ann.filename)
+    if not jpg.is_file():
+        raise InputError(f"{list_file} line {line}: id {name} has no image {jpg}")
+    size = read_or_skip(jpg, (lambda p: load_rgb(p).size) if skip else
+                        (lambda p: header_size(p, lambda exc: f"cannot read image {p}: {exc}")), skip)
+    if size is None:
+        return None
+    check_boxes(ann, *size)
+    return jpg, size, ann
 
 
 def image_of(base: Path, name: str, filename: str) -> Path:
