@@ -76,15 +76,15 @@ class BoxDataset(Dataset):
             raise InputError(f"{where} holds no readable image")
         self.paths = [r.image for r in records]
         self.sizes = [r.size for r in records]
-        counts = torch.tensor([len(r.boxes) for r in records], dtype=torch.int64)
-        self.offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
+        counts = np.fromiter((len(r.boxes) for r in records), np.int64, len(records))
+        total = int(counts.sum())
+        boxes = np.array([b for r in records for b in r.boxes], dtype=np.float64).reshape(-1, 4)
+        boxes /= np.tile(np.repeat(np.array([r.size for r in records], np.float64).reshape(-1, 2), counts, axis=0), 2)
+        labels = np.fromiter((k for r in records for k in r.labels), np.float64, total)
+        self.rows = torch.from_numpy(np.concatenate([labels[:, None], boxes], axis=1).astype(np.float32))
+        self.crowd = torch.from_numpy(np.fromiter((c for r in records for c in r.crowd), np.bool_, total))
+        self.offsets = torch.from_numpy(np.concatenate([[0], counts.cumsum()]))
         self.max_objects = max(1, int(counts.max()))
-        self.rows = torch.tensor([[label, *box] for r in records for box, label in zip(r.boxes, r.labels)],
-                                 dtype=torch.float32).reshape(-1, 5)
-        scale = torch.tensor([[w, h, w, h] for r in records for w, h in [r.size] * len(r.boxes)],
-                             dtype=torch.float32).reshape(-1, 4)
-        self.rows[:, 1:] /= scale
-        self.crowd = torch.tensor([c for r in records for c in r.crowd], dtype=torch.bool)
         self.augment = augment if augment is not None and augment.enabled() else None
         self._transform = self.augment.transform() if self.augment else None
 

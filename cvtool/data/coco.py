@@ -95,6 +95,7 @@ def parse(data: dict[str, Any], path: Path, folder: Path, issues: Issues) -> tup
     cats = categories(data, path)
     label_of = {cat_id: k for k, (cat_id, _) in enumerate(cats)}
     by_id: dict[Any, Record] = {}
+    prefix = str(path)
     for k, img in enumerate(data["images"]):
         if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
             issues.add(path, f"images[{k}] needs an id and a file_name")
@@ -102,7 +103,7 @@ def parse(data: dict[str, Any], path: Path, folder: Path, issues: Issues) -> tup
         size = (img.get("width"), img.get("height"))
         known = all(isinstance(v, int) and v > 0 for v in size)
         by_id[img["id"]] = Record(folder / img["file_name"], size if known else (0, 0),  # type: ignore[arg-type]
-                                  where=f"{path} image {img['id']}")
+                                  where=f"{prefix} image {img['id']}")
     for k, ann in enumerate(data.get("annotations") or []):
         _add_annotation(ann, k, by_id, label_of, path, issues)
     return cats, list(by_id.values())
@@ -113,7 +114,7 @@ def _add_annotation(ann: Any, k: int, by_id: dict[Any, Record], label_of: dict[i
     if not isinstance(ann, dict):
         issues.add(path, f"annotations[{k}] is not an object")
         return
-    where = f"annotation {ann.get('id', f'[{k}]')}"
+    where = _Name(ann, k)
     record = by_id.get(ann.get("image_id"))
     if record is None:
         issues.add(path, f"{where}: image_id {ann.get('image_id')!r} is not among the images")
@@ -123,17 +124,30 @@ def _add_annotation(ann: Any, k: int, by_id: dict[Any, Record], label_of: dict[i
         issues.add(path, f"{where}: category_id {ann.get('category_id')!r} is not among the categories")
         return
     bbox = ann.get("bbox")
-    if not isinstance(bbox, list) or len(bbox) != 4 or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
+    try:
+        x, y, w, h = map(float, bbox)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
         issues.add(path, f"{where}: bbox {bbox!r} is not [x, y, width, height]")
         return
-    x, y, w, h = bbox
     if record.size == (0, 0):  # sized later from the file; checked then
         record.add((x, y, x + w, y + h), label, bool(ann.get("iscrowd", 0)))
         return
-    box = checked_box((x, y, x + w, y + h), record.size, f"{where} (image {record.image.name})", path, issues)
+    box = checked_box((x, y, x + w, y + h), record.size, lambda: f"{where} (image {record.image.name})", path,
+                      issues)
     if box is not None:
         record.add(box, label, bool(ann.get("iscrowd", 0)))
+
+
+class _Name:
+    """An annotation's name in messages, made only when one is written."""
+
+    def __init__(self, ann: dict[str, Any], k: int):
+        self.ann, self.k = ann, k
+
+    def __str__(self) -> str:
+        return f"annotation {self.ann['id']}" if "id" in self.ann else f"annotations[{self.k}]"
+
+    __format__ = lambda self, spec: str(self)  # noqa: E731 - f-strings ask for __format__
 
 
 def with_files(records: list[Record], path: Path, issues: Issues, skip: bool) -> tuple[list[Record], int]:

@@ -86,30 +86,36 @@ class Issues:
         self.found.append(Problem(self.split, str(file), message))
 
 
-def checked_box(box: Sequence[float], size: tuple[int, int], where: str, file: str | Path,
+def checked_box(box: Sequence[float], size: tuple[int, int], where: str | Callable[[], str], file: str | Path,
                 issues: Issues) -> Box | None:
-    """``box`` (x1, y1, x2, y2) if it is a real box inside its image (slack clipped), else reported and None."""
-    if len(box) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box):
-        issues.add(file, f"{where}: box {list(box)} is not four finite numbers")
-        return None
-    x1, y1, x2, y2 = (float(v) for v in box)
+    """``box`` (x1, y1, x2, y2) if it is a real box inside its image (slack clipped), else reported and None.
+
+    ``where`` may be a function, so that the words are only made for a problem: a COCO-sized
+    file has a million boxes.
+    """
     width, height = size
-    text = f"({x1:g}, {y1:g}, {x2:g}, {y2:g})"
+    try:
+        x1, y1, x2, y2 = map(float, box)
+    except (TypeError, ValueError):
+        x1 = y1 = x2 = y2 = math.nan
+    if x1 < x2 and y1 < y2 and x1 >= -EDGE_SLACK and y1 >= -EDGE_SLACK and x2 <= width + EDGE_SLACK \
+            and y2 <= height + EDGE_SLACK and x1 < width and y1 < height and x2 > 0 and y2 > 0:
+        return max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))
+    issues.add(file, f"{where() if callable(where) else where}: {box_problem(box, (x1, y1, x2, y2), size)}")
+    return None
+
+
+def box_problem(given: Sequence[float], box: Box, size: tuple[int, int]) -> str:
+    """What is wrong with a box ``checked_box`` refused."""
+    if not all(math.isfinite(v) for v in box):
+        return f"box {list(given)} is not four finite numbers"
+    x1, y1, x2, y2 = box
+    text = f"box ({x1:g}, {y1:g}, {x2:g}, {y2:g})"
     if x2 < x1 or y2 < y1:
-        issues.add(file, f"{where}: box {text} has a negative width or height")
-        return None
+        return f"{text} has a negative width or height"
     if x2 == x1 or y2 == y1:
-        issues.add(file, f"{where}: box {text} has zero size")
-        return None
-    if x1 < -EDGE_SLACK or y1 < -EDGE_SLACK or x2 > width + EDGE_SLACK or y2 > height + EDGE_SLACK:
-        issues.add(file, f"{where}: box {text} lies outside the {width}x{height} image")
-        return None
-    x1, x2 = max(x1, 0.0), min(x2, float(width))
-    y1, y2 = max(y1, 0.0), min(y2, float(height))
-    if x2 <= x1 or y2 <= y1:
-        issues.add(file, f"{where}: box {text} lies outside the {width}x{height} image")
-        return None
-    return x1, y1, x2, y2
+        return f"{text} has zero size"
+    return f"{text} lies outside the {size[0]}x{size[1]} image"
 
 
 def image_size(path: Path, skip: bool, where: str) -> tuple[int, int] | None:
