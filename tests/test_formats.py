@@ -218,3 +218,19 @@ def test_yolo_names_as_a_map_and_a_missing_label_file_is_a_negative(layouts, tmp
     sorted((root / "labels" / "train").iterdir())[0].unlink()
     source = detection.read(root)
     assert source.classes == CLASSES and sum(not r.boxes for r in source.splits["train"]) == 1
+
+
+def test_coco_keys_name_other_annotation_files_and_image_folders(layouts, tmp_path):
+    root = tmp_path / "coco"
+    convert.convert(layouts["coco"], "coco", root)
+    (root / "annotations" / "instances_train.json").rename(root / "annotations" / "mine.json")
+    (root / "train").rename(root / "pictures")
+    with pytest.raises(InputError, match="has no COCO train annotations: expected .*data.train_split"):
+        detection.read(root, "coco")
+    splits = detection.Splits(train="annotations/mine.json", train_images="pictures")
+    assert len(detection.read(root, "coco", splits=splits).splits["train"]) == 8
+    (root / "val").rename(root / "later")
+    (root / "annotations" / "instances_val.json").rename(root / "annotations" / "instances_later.json")
+    splits = detection.Splits(train="annotations/mine.json", train_images="pictures",
+                              val="annotations/instances_later.json")  # its images: later/
+    assert len(detection.read(root, "coco", splits=splits).splits["val"]) == 4

@@ -55,14 +55,24 @@ def split_paths(root: Path, given: dict[str, tuple[str, str]]) -> dict[str, tupl
         json_path = root / annotations if annotations else found.get(split, (None, None))[0]
         if json_path is None:
             raise InputError(f"{root} has no COCO {split} annotations: expected {LAYOUT}, "
-                             f"or name the file with data.{split}_annotations")
+                             f"or name the file with data.{split}_split")
         if not json_path.is_file():
             raise InputError(f"COCO annotation file {json_path} does not exist")
-        folder = root / images if images else found.get(split, (None, json_path.parent))[1]
-        if annotations and not images:
-            folder = json_path.parent
+        if images:
+            folder = root / images
+        elif annotations:
+            folder = images_beside(json_path, root)
+        else:
+            folder = found[split][1]
         out[split] = (json_path, folder)
     return out
+
+
+def images_beside(json_path: Path, root: Path) -> Path:
+    """The image folder of an annotation file named by hand: root/<x> for annotations/instances_<x>.json
+    (the release's naming), else the folder the file sits in (the exports')."""
+    named = root / json_path.stem.removeprefix("instances_")
+    return named if json_path.stem.startswith("instances_") and named.is_dir() else json_path.parent
 
 
 def load_json(path: Path) -> dict[str, Any]:
