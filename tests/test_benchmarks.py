@@ -127,3 +127,10 @@ def test_book_ssd_benchmark_runs_the_books_loop_and_both_recipes(tmp_path):
     assert [r["recipe"] for r in record["rows"]] == ["book", "cvtool", "fast"]
     for row in record["rows"]:
         assert row["images_per_second"] > 0 and 0 <= row["val_map50"] <= 1 and row["class_err"] >= 0, row
+
+
+def test_coco_reader_benchmark_times_every_step(tmp_path):
+    record = quick("coco_reader.py", tmp_path)
+    assert record["records"] == record["images"] == 2000
+    assert all(record["rows"][k] > 0 for k in ("json_load_s", "parse_s", "labels_s", "total_s"))
+    assert 0 < record["label_bytes"] < record["padded_bytes"]

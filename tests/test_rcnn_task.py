@@ -97,8 +97,10 @@ def test_format_auto_reads_both_layouts(roots, task):
     item = voc.val_data[0]
     assert item["image"].shape == (3, 64, 64) and item["difficult"].dtype == torch.bool
     assert set(item["labels"][:, 0].tolist()) <= {-1.0, 0.0, 1.0, 2.0}
-    with pytest.raises(InputError, match="not in the class list"):
-        task.build(tiny(roots["voc"], task))  # the default class list (banana) names no VOC object
+    found = task.build(tiny(roots["voc"], task)).metadata["classes"]  # data.classes: auto, the XML's names
+    assert found == sorted(found) and set(found) <= set(VOC_CLASSES)
+    with pytest.raises(InputError, match="data.classes disagrees with .*: the XML names .* which it lacks"):
+        task.build(tiny(roots["voc"], task, **{"data.classes": ["banana"], "model.num_classes": 1}))
     with pytest.raises(InputError, match="bananas_train"):
         task.build(tiny(roots["voc"], task, **{"data.format": "bananas"}))
 

@@ -119,13 +119,15 @@ def thread_policy(cfg: cfglib.TaskConfig, procs: runtime.Processes) -> threads.P
 
 def header(command: str, task: Task, dev: Any, procs: runtime.Processes, policy: threads.Policy,
            where_to: str, recipe: str) -> str:
-    """The run's first line: sizes, where and how the math runs, where the files go."""
+    """The run's first line: sizes, where and how the math runs, where the files go, and what the
+    task chose about its data (metadata["data"]: the layout found, the cache)."""
     dtype = runtime.amp_dtype(dev, task.config.train.amp)
     how = [str(dtype).removeprefix("torch.") if dtype else "fp32",
            "channels_last" if task.config.train.channels_last is True else "NCHW",
            f"{policy.choice.describe()} threads"]
     return (f"{command}: {len(task.train_data)} train / {len(task.val_data)} val items on {dev}"
-            f"{f' x {procs.world} processes' if procs.distributed else ''} ({', '.join(how)}); {recipe}; {where_to}")
+            f"{f' x {procs.world} processes' if procs.distributed else ''} ({', '.join(how)}); {recipe}; {where_to}"
+            + (f"; {task.metadata['data']}" if task.metadata.get("data") else ""))
 
 
 def train(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, *, out: str | None,

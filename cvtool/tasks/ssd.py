@@ -37,11 +37,11 @@ BATCH = 32  # the book's batch size
 
 @dataclass
 class Data(detect.DetectionData):
-    """banana-detection/bananas_{train,val}/ or VOC2012 detection (data.format); val is the validation split."""
+    """A bananas, VOC, COCO or YOLO detection folder (data.format, docs/data.md); val is the validation split."""
 
     batch_size: int = c.opt(BATCH, "images per training step", ge=1)
     num_workers: int = c.opt(
-        0, "DataLoader worker processes; splits are decoded into memory once, so workers only help augmentation",
+        0, "DataLoader worker processes: they decode images when data.cache is off, and augment",
         ge=0)
     image_size: int = c.opt(256, "images are resized to image_size x image_size (TinySSD needs >= 64)", ge=64)
     flip: bool = c.opt(False, "augment: random horizontal flips, boxes moved along (off in the book)")
@@ -52,7 +52,7 @@ class Model:
     """TinySSD size."""
 
     num_classes: int | Literal["auto"] = c.opt(
-        "auto", "object classes, background not counted; auto = one per data.classes name (bananas: 1)", ge=1)
+        "auto", "object classes, background not counted; auto = one per class name the data holds", ge=1)
     width: float = c.opt(1.0, "channel multiplier: 1.0 = the book's 16-32-64-128; smaller trains faster", gt=0)
     anchor_sizes: list[list[float]] = c.opt(
         [list(s) for s in SIZES], "anchor sizes (fractions of the image) per feature map, five lists of one "
@@ -119,7 +119,7 @@ def build_model(cfg: Config) -> TinySSD:
     if len(m.anchor_sizes) != 5 or len({len(s) for s in m.anchor_sizes}) != 1 or not m.anchor_sizes[0]:
         raise c.ConfigError(f"model.anchor_sizes must be five lists of one length (one per feature map), got "
                             f"{m.anchor_sizes}")
-    return TinySSD(c.class_count(m.num_classes, len(cfg.data.classes)), m.width, m.anchor_sizes, m.anchor_ratios)
+    return TinySSD(detect.class_total(cfg), m.width, m.anchor_sizes, m.anchor_ratios)
 
 
 class WithTargets(Dataset):
@@ -267,9 +267,8 @@ def make_evaluate(cfg: Config):
 
 
 def build(cfg: Config, rank_zero: bool = True) -> Task:
-    cfg = c.with_num_classes(cfg, len(cfg.data.classes), "data.classes")
+    cfg, train, val, metadata = detect.prepare(cfg)
     d = cfg.data
-    train, val, fmt = detect.open_splits(d, cfg.model.num_classes)
     model = build_model(cfg)
     anchors = model.anchors_for(d.image_size, d.image_size)
     pictures = (make_detector(cfg.detect, d.image_size), detect.first_samples(val), list(d.classes), cfg.detect.draw_threshold)
@@ -280,8 +279,7 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
         train_step=make_train_step(cfg.loss), evaluate=make_evaluate(cfg), columns=COLUMNS,
         best_metric="val_map50", best_mode="max",
         finish=detect.make_finish(*pictures), pictures=detect.make_pictures(*pictures),
-        metadata={"classes": list(d.classes), "image_size": d.image_size, "format": fmt,
-                  "skipped_images": train.skipped + val.skipped},  # type: ignore[attr-defined]
+        metadata=metadata,
     )
 
 
@@ -298,7 +296,7 @@ def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list
 
 SPEC = register(TaskSpec(
     command="train-ssd",
-    summary="Train TinySSD on the banana (or VOC2012) detection dataset.",
+    summary="Train TinySSD on the banana detection dataset, or your own (VOC, COCO, YOLO).",
     config=Config, build=build, build_model=build_model, predict=predict,
     predict_options=("threshold",),
     synth={"bananas": bananas.synthesize},
