@@ -236,4 +236,4 @@ def resolve_names(given: list[str] | str, count: int | str, name_file: NameFile 
                                                                       f" (its first {n} classes: model.num_classes)"))
     raise InputError(f"{where}: the masks hold class indices {values_found()} but no class names (no "
                      f"{' or '.join(NAME_FILES)} beside them, and their colours are not VOC's); "
-                     f"give data.classes: [name of 0, name of 1, ...]")
+                     f"give data.classes: [name of 0, name of 1, ...], one name per class index")

@@ -106,7 +106,7 @@ def mask_files(layout: Layout) -> list[Path]:
     return [mask for split in layout.splits.values() for _, _, mask in split.pairs]
 
 
-def values_found(files: list[Path], colours: np.ndarray | None) -> str:
+def values_found(files: list[Path], colours: np.ndarray | None, void: int = masks.VOID) -> str:
     """The values in (up to LISTED of) ``files``, for an error that asks for names."""
     seen: set[int] = set()
     shown = spread(files, LISTED)
@@ -116,19 +116,26 @@ def values_found(files: list[Path], colours: np.ndarray | None) -> str:
                 raise InputError(f"{path} is a colour mask in colours that are not VOC's: give data.palette "
                                  f"(one [r, g, b] per class, in class order) and data.classes")
         seen |= set(np.unique(masks.decode(path, MaskFormat(256, colours=colours))).tolist())
-    text = ", ".join(map(str, sorted(seen)))
+    text = ", ".join(map(str, sorted(seen - {void}))) + (f" (and void {void})" if void in seen else "")
     return text + (f" (in {len(shown)} of {len(files)} masks)" if len(shown) < len(files) else "")
 
 
 def names_of(layout: Layout, given: list[str] | str, count: int | str,
-             palette: np.ndarray | None = None) -> masks.Names:
+             palette: np.ndarray | None = None, void: int = masks.VOID) -> masks.Names:
     """The class names of a layout's data (``data.classes``, ``model.num_classes`` and
     ``data.palette`` as given)."""
     files = mask_files(layout)
     name_file = masks.find_name_file(layout.name_folders)
-    voc = name_file is None and given == "auto" and palette is None and bool(files) and \
-        all(masks.is_voc_coloured(p) for p in spread(files, SURVEYED))
-    return masks.resolve_names(given, count, name_file, voc, lambda: values_found(files, palette), layout.root)
+    voc = False
+    if name_file is None and given == "auto" and palette is None and files:
+        sample = spread(files, SURVEYED)
+        coloured = [masks.is_voc_coloured(p) for p in sample]
+        voc = all(coloured)
+        if any(coloured) and not voc:
+            odd = sample[coloured.index(False)]
+            raise InputError(f"{odd}: not in VOC's colours as other masks of {layout.root} are (a palette PNG "
+                             f"with VOC's palette); give data.classes or a classes.txt to read every mask by index")
+    return masks.resolve_names(given, count, name_file, voc, lambda: values_found(files, palette, void), layout.root)
 
 
 # --------------------------------------------------------------------------- transforms and batches

@@ -190,7 +190,7 @@ def resolve_classes(cfg: Config, layout: segmentation.Layout, palette: np.ndarra
                     ) -> tuple[Config, masks.Names, masks.MaskFormat]:
     """The names (data.classes against the data), model.num_classes following them, the mask format."""
     d = cfg.data
-    names = seg_dataset.names_of(layout, d.classes, cfg.model.num_classes, palette)
+    names = seg_dataset.names_of(layout, d.classes, cfg.model.num_classes, palette, d.void)
     cfg = c.with_num_classes(cfg, len(names.names), names.source)
     count = len(names.names)
     if d.void < count:
