@@ -98,8 +98,10 @@ def voc_split(year: Path, list_name: str) -> Split:
     for line, name in read_ids(list_file):
         image, mask = year / "JPEGImages" / f"{name}.jpg", year / "SegmentationClass" / f"{name}.png"
         missing = [(kind, path) for kind, path in (("image", image), ("label", mask)) if not path.is_file()]
-        for kind, path in missing:
-            split.problems.append((path, f"{list_file} line {line}: id {name} has no {kind} {path}"))
+        present = [path for path in (image, mask) if path.is_file()]
+        for kind, path in missing:  # the culprit: the file left without its partner, else the list
+            culprit = present[0] if present else list_file
+            split.problems.append((culprit, f"{list_file} line {line}: id {name} has no {kind} {path}"))
         if not missing:
             split.pairs.append((name, image, mask))
     return split
