@@ -147,6 +147,25 @@ def test_labelmap_gives_names_and_the_colours_of_rgb_masks(furnace):
     assert set(mask.unique().tolist()) <= set(range(5)) and len(mask.unique()) > 1
 
 
+def test_rgb_masks_take_their_colours_from_data_palette(furnace):
+    colours = [[0, 0, 0], [250, 50, 83], [36, 179, 83], [255, 204, 51], [89, 134, 179]]
+    table = np.array(colours, np.uint8)
+    for path in (furnace / "masks").rglob("*.png"):
+        index = np.array(Image.open(path))
+        Image.fromarray(table[np.where(index == 255, 0, index)]).save(path)
+    with pytest.raises(InputError, match=r"\.png is a colour mask in colours that are not VOC's: give data\.palette"):
+        fcn.build(config(furnace))
+    names = f"data.classes={json.dumps(FURNACE)}"
+    task = fcn.build(config(furnace, names, f"data.palette={json.dumps(colours)}"))
+    _, mask = task.train_data.load(0)
+    truth = np.array(Image.open(task.train_data.pairs[0][1]))
+    assert np.array_equal(table[mask.numpy()], truth)
+    with pytest.raises(c.ConfigError, match=r"data.palette has 4 colours but there are 5 classes"):
+        fcn.build(config(furnace, names, f"data.palette={json.dumps(colours[:4])}"))
+    with pytest.raises(c.ConfigError, match=r"data.palette must be a list of \[r, g, b\] in 0..255, got \[1, 2\]"):
+        fcn.build(config(furnace, names, "data.palette=[[1, 2]]"))
+
+
 def test_voc_palette_masks_get_voc_names_and_a_subset_by_num_classes(devkit):
     task = fcn.build(config(devkit))
     assert task.metadata["classes"] == list(voc.CLASSES) and task.config.model.num_classes == 21
@@ -216,3 +235,24 @@ def test_void_pads_batches_with_the_configured_value():
     images, labels = seg_dataset.pad_collate([(torch.zeros(3, 5, 5, dtype=torch.uint8),
                                                torch.zeros(5, 5, dtype=torch.uint8))], void=99)
     assert labels.shape == (1, 32, 32) and (labels[0, 5:] == 99).all()
+
+
+# --------------------------------------------------------------------------- the names all the way out
+
+
+def test_names_reach_summary_and_predict(cli, pristine, one_thread):
+    """(export copies the checkpoint's metadata classes: tests/test_export.py checks that for train-fcn)"""
+    args = ["--set", f"data.root={pristine}", "--set", "data.crop_size=[32, 32]", "--set", "model.weights=none",
+            "--set", "model.width=4", "--set", "data.batch_size=4", "--set", "data.num_workers=0",
+            "--device", "cpu", "--epochs", "1", "--max-steps", "1", "--out", "run"]
+    code, _, err = cli("train-fcn", *args)
+    assert code == 2 and err.count("\n") == 1 and "0, 1, 2, 3, 4 (and void 255)" in err and "data.classes" in err
+    code, _, err = cli("train-fcn", *args, "--set", f"data.classes={json.dumps(FURNACE)}")
+    assert code == 0, err
+    summary = json.loads(Path("run/summary.json").read_text())
+    per_class = {k.removeprefix("val_iou/") for k in summary["extra"] if k.startswith("val_iou/")}
+    assert per_class and per_class <= set(FURNACE)
+    image = sorted((pristine / "images" / "val").iterdir())[0]
+    code, out, err = cli("predict", "--checkpoint", "run/checkpoints/best.pt", image, "--out", "pred", "--json")
+    assert code == 0, err
+    assert set(json.loads(out)[0]["pixel_shares"]) <= set(FURNACE)
