@@ -51,6 +51,7 @@ class MaskFormat:
     void: int = VOID
     colours: np.ndarray | None = None
     names_from: str = ""
+    colours_from: str = ""
 
     def codes(self) -> tuple[np.ndarray, np.ndarray]:
         """Sorted colour codes (r << 16 | g << 8 | b) and the label value of each."""
@@ -73,9 +74,9 @@ def rgb_to_index(rgb: np.ndarray, fmt: MaskFormat, path: Path) -> np.ndarray:
     unknown = codes[pos] != pixels
     if unknown.any():
         y, x = np.argwhere(unknown)[0]
-        table = "data.palette's" if fmt.colours is not None else "a VOC class"
-        raise InputError(f"{path}: colour {tuple(int(c) for c in rgb[y, x])} at x={x}, y={y} "
-                         f"is not {table} colour" + ("s" if fmt.colours is not None else ""))
+        table = f"a class colour of {fmt.colours_from or 'the given palette'}" if fmt.colours is not None \
+            else "a VOC class colour (give data.palette for other colours)"
+        raise InputError(f"{path}: colour {tuple(int(c) for c in rgb[y, x])} at x={x}, y={y} is not {table}")
     return values[pos].astype(np.uint8)
 
 

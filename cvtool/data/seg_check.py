@@ -131,7 +131,8 @@ def check(root: Path, *, fmt: str = "auto", classes: list[str] | None = None) ->
     layout, problems = open_all(root, fmt)
     try:
         names = names_of(layout, classes if classes is not None else "auto", "auto")
-        mask_format: MaskFormat | None = MaskFormat(len(names.names), masks.VOID, names.colours, names.source)
+        mask_format: MaskFormat | None = MaskFormat(len(names.names), masks.VOID, names.colours, names.source,
+                                                          names.source)
         class_names = names.names
     except InputError as exc:
         problems.append({"split": "", "file": str(layout.root), "message": str(exc)})

@@ -111,13 +111,25 @@ def values_found(files: list[Path], colours: np.ndarray | None, void: int = mask
     seen: set[int] = set()
     shown = spread(files, LISTED)
     for path in shown:
-        with masks.open_mask(path) as img:
-            if img.mode in ("RGB", "RGBA") and colours is None:
-                raise InputError(f"{path} is a colour mask in colours that are not VOC's: give data.palette "
-                                 f"(one [r, g, b] per class, in class order) and data.classes")
+        try:
+            with masks.open_mask(path) as img:
+                rgb = img.mode in ("RGB", "RGBA")
+        except InputError:
+            continue  # unreadable: data.on_bad_image decides when the dataset reads it
+        if rgb and colours is None:
+            raise InputError(f"{path} is a colour mask in colours that are not VOC's: give data.palette "
+                             f"(one [r, g, b] per class, in class order) and data.classes")
         seen |= set(np.unique(masks.decode(path, MaskFormat(256, colours=colours))).tolist())
     text = ", ".join(map(str, sorted(seen - {void}))) + (f" (and void {void})" if void in seen else "")
     return text + (f" (in {len(shown)} of {len(files)} masks)" if len(shown) < len(files) else "")
+
+
+def voc_coloured(path: Path) -> bool | None:
+    """Whether a mask is in VOC's colours; None when it cannot be read (data.on_bad_image decides)."""
+    try:
+        return masks.is_voc_coloured(path)
+    except InputError:
+        return None
 
 
 def names_of(layout: Layout, given: list[str] | str, count: int | str,
@@ -128,14 +140,26 @@ def names_of(layout: Layout, given: list[str] | str, count: int | str,
     name_file = masks.find_name_file(layout.name_folders)
     voc = False
     if name_file is None and given == "auto" and palette is None and files:
-        sample = spread(files, SURVEYED)
-        coloured = [masks.is_voc_coloured(p) for p in sample]
-        voc = all(coloured)
+        sample = [(p, flag) for p in spread(files, SURVEYED) if (flag := voc_coloured(p)) is not None]
+        coloured = [flag for _, flag in sample]
+        voc = bool(coloured) and all(coloured)
         if any(coloured) and not voc:
-            odd = sample[coloured.index(False)]
+            odd = sample[coloured.index(False)][0]
             raise InputError(f"{odd}: not in VOC's colours as other masks of {layout.root} are (a palette PNG "
                              f"with VOC's palette); give data.classes or a classes.txt to read every mask by index")
     return masks.resolve_names(given, count, name_file, voc, lambda: values_found(files, palette, void), layout.root)
+
+
+def check_sample(layout: Layout, fmt: MaskFormat) -> None:
+    """Decode a spread of masks now, so that names that do not cover the values fail before
+    training starts (every mask is still checked as it is read)."""
+    for path in spread(mask_files(layout), SURVEYED):
+        try:
+            values = masks.decode(path, fmt)
+        except InputError:
+            continue  # an unreadable file: data.on_bad_image decides when the dataset reads it
+        if masks.outside(values, fmt):
+            masks.read_mask(path, fmt)  # the error naming the file and the values
 
 
 # --------------------------------------------------------------------------- transforms and batches

@@ -199,8 +199,8 @@ def resolve_classes(cfg: Config, layout: segmentation.Layout, palette: np.ndarra
     if palette is not None and len(palette) != count:
         raise c.ConfigError(f"data.palette has {len(palette)} colours but there are {count} classes "
                             f"(from {names.source}); give one [r, g, b] per class")
-    colours = palette if palette is not None else names.colours
-    return cfg, names, masks.MaskFormat(count, d.void, colours, names.source)
+    colours, colours_from = (palette, "data.palette") if palette is not None else (names.colours, names.source)
+    return cfg, names, masks.MaskFormat(count, d.void, colours, names.source, colours_from)
 
 
 def build(cfg: Config, rank_zero: bool = True) -> Task:
@@ -214,6 +214,7 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
                             f"use width 64 or model.weights: none")
     layout = open_data(d)
     cfg, names, fmt = resolve_classes(cfg, layout, palette)
+    seg_dataset.check_sample(layout, fmt)
     if layout.note and rank_zero:
         log.warning("%s", layout.note)
     drop = crop if d.small_images == "drop" else None
