@@ -173,6 +173,11 @@ def test_voc_palette_masks_get_voc_names_and_a_subset_by_num_classes(devkit):
     assert task.metadata["classes"] == ["sky", "a", "b", "c"]
 
 
+def test_a_name_given_twice_is_refused(furnace):
+    with pytest.raises(InputError, match=r"data.classes names 'flue' twice"):
+        fcn.build(config(furnace, "data.classes=[bg, flue, burner, flue, grate]"))
+
+
 def test_void_must_not_be_a_class(furnace):
     with pytest.raises(c.ConfigError, match=r"data.void 3 is class 3 \('flue'\)"):
         fcn.build(config(furnace, f"data.classes={json.dumps(FURNACE)}", "data.void=3"))

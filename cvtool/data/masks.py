@@ -215,6 +215,17 @@ class Names:
 
 def resolve_names(given: list[str] | str, count: int | str, name_file: NameFile | None, voc_coloured: bool,
                   values_found: Callable[[], str], where: Path) -> Names:
+    """``choose_names``, refusing a class name given twice (its metrics and legend would merge)."""
+    names = choose_names(given, count, name_file, voc_coloured, values_found, where)
+    twice = next((name for k, name in enumerate(names.names) if name in names.names[:k]), None)
+    if twice is not None or "" in names.names:
+        what = f"{twice!r} twice" if twice is not None else "an empty name"
+        raise InputError(f"{names.source} names {what}; give each class its own name")
+    return names
+
+
+def choose_names(given: list[str] | str, count: int | str, name_file: NameFile | None, voc_coloured: bool,
+                 values_found: Callable[[], str], where: Path) -> Names:
     """``data.classes`` against the data: a names file is the data's word (a list by hand must
     match it); else a list by hand; else VOC's names for VOC-coloured masks (``model.num_classes``
     N keeps VOC's first N); else an error naming the values found and asking for data.classes."""
