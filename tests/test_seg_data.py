@@ -178,6 +178,18 @@ def test_a_name_given_twice_is_refused(furnace):
         fcn.build(config(furnace, "data.classes=[bg, flue, burner, flue, grate]"))
 
 
+def test_voc_layout_with_grey_index_masks_is_not_taken_for_voc(devkit, tmp_path):
+    """The issue's case: VOC2012's layout, masks single-channel indices with no palette."""
+    root = Path(shutil.copytree(devkit, tmp_path / "VOCdevkit"))
+    for path in (root / "VOC2012" / "SegmentationClass").iterdir():
+        Image.fromarray(np.array(Image.open(path)), "L").save(path)
+    with pytest.raises(InputError, match=r"class indices 0, 1, 2, 3 \(and void 255\) but no class names"):
+        fcn.build(config(root))
+    task = fcn.build(config(root, "data.classes=[floor, wall, door, pipe]"))
+    assert task.metadata["classes"] == ["floor", "wall", "door", "pipe"] and task.model.classifier.out_channels == 4
+    assert task.metadata["data_format"] == "voc"
+
+
 def test_void_must_not_be_a_class(furnace):
     with pytest.raises(c.ConfigError, match=r"data.void 3 is class 3 \('flue'\)"):
         fcn.build(config(furnace, f"data.classes={json.dumps(FURNACE)}", "data.void=3"))
