@@ -860,7 +860,9 @@ def voc_label_16_bit(env):
     root = env.data("voc")
     path = voc_dir(root) / "SegmentationClass" / f"{voc_first(root)}.png"
     with Image.open(path) as img:
-        Image.fromarray(np.array(img).astype(np.uint16)).save(path)
+        wide = np.array(img).astype(np.uint16)
+    wide[0, 0] = 300  # 16-bit index masks are read by value; one above 255 is no class
+    Image.fromarray(wide).save(path)
     return env.fcn(root), path.name
 
 

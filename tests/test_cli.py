@@ -67,7 +67,7 @@ def test_data_synth_help_names_every_kind_and_each_default(cli):
     for kind in registry.synth_writers():
         assert kind in text
     squeezed = "".join(text.split())  # rich may wrap a kind's name across lines
-    assert "(default:cifar1000,dogs600,voc300,voc-detection200,bananas1000)" in squeezed and "--n-train N" in text
+    assert "(default:cifar1000,dogs600,voc300,seg-folders300,voc-detection200,bananas1000)" in squeezed and "--n-train N" in text
 
 
 def test_version_answers_without_importing_the_tasks():
