@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -11,6 +10,7 @@ import typer
 
 from cvtool import config as cfglib
 from cvtool.errors import CvtoolError, InputError
+from cvtool.files import json_text
 from cvtool.tasks import registry
 
 CONFIG_OPTION = typer.Option(None, "--config", "-c", help="YAML config file.")
@@ -22,7 +22,7 @@ JSON_HELP = "Print one JSON result object on stdout."
 
 def emit(result: Any, as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        sys.stdout.write(json_text(result) + "\n")
 
 
 def load_config(schema: type, config: Optional[Path], overrides: list[str], flags: dict[str, Any],

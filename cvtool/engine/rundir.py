@@ -21,7 +21,7 @@ import yaml
 
 import cvtool
 from cvtool.errors import InputError
-from cvtool.files import atomic_write
+from cvtool.files import atomic_write, json_text
 
 
 ATTEMPTS = "attempts"  # where a restarted run keeps the files of the attempts that came to nothing
@@ -122,7 +122,7 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    write_text(path, json_text(data, indent=2) + "\n")
 
 
 def update_json(path: Path, **fields: Any) -> None:
