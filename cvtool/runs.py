@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from cvtool.engine import lock
 from cvtool.errors import InputError
 
 MARKERS = ("summary.json", "env.json")
@@ -172,6 +173,11 @@ def read_run(run_dir: Path) -> RunInfo:
     info.best_metric, info.best_value, info.best_epoch = best.get("metric"), number(best.get("value")), best.get("epoch")
     final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
     info.images_per_second = number(final.get("images_per_second"))
+    held = lock.in_use(run_dir)
+    if held:
+        info.status, info.reason = "running", None  # e.g. a failed attempt that is being restarted
+    elif held is False and info.status == "running":
+        info.status, info.reason = "stopped", "its process ended without a word (killed?)"
     if info.status == "running" and info.started is not None:
         info.wall_seconds = time.time() - info.started
     return info

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from cvtool import config as cfglib
-from cvtool.engine import checkpoint, optim, placement, rundir, runtime, threads
+from cvtool.engine import checkpoint, lock, optim, placement, rundir, runtime, threads
 from cvtool.engine.progress import Reporter
 from cvtool.engine.task import Task
 from cvtool.engine.trainer import Run, Trainer
@@ -163,9 +163,12 @@ def start(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, proc
     runtime.configure(dev, cfg.train.deterministic)  # before build, which may run the GPU (train-dog's cache)
     runtime.init_processes(procs, dev)
     resuming = resume_from is not None
+    held = None
     try:
-        run_dir = runtime.broadcast(rundir.choose(command, out, resuming=resuming, reuse=True)
-                                    if procs.main else None)
+        if procs.main:  # the lock first: a folder in use is never mistaken for someone else's files
+            held = lock.RunLock(rundir.target(command, out)).acquire(argv)
+            rundir.check_out(held.run_dir, resuming, reuse=True)
+        run_dir = runtime.broadcast(held.run_dir if held else None)
         runtime.seed_everything(cfg.train.seed)
         reporter = Reporter(stream, quiet=not procs.main)
         task = build_once(build, cfg, procs)
@@ -189,5 +192,7 @@ def start(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, proc
                 on_stop("failed", run_dir, exc)
             raise
     finally:
+        if held is not None:
+            held.release()
         runtime.close_processes()
     return Result(run_dir=run_dir, summary=summary, main=procs.main, reporter=reporter)
