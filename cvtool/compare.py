@@ -19,6 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from cvtool import gates as gating  # noqa: E402
+from cvtool import metrics  # noqa: E402
 from cvtool import runs as runlib  # noqa: E402
 from cvtool.errors import InputError  # noqa: E402
 
@@ -155,8 +157,9 @@ def draw(loaded: list[Loaded], names: list[str], groups: dict[str, list[str]], x
 
 
 def compare(run_dirs: list[Path], metric: str | None = None, out: Path = Path("compare.png"),
-            title: str | None = None) -> dict[str, Any]:
-    """Overlay the runs' curves into ``out``; the result names the differing keys and each run's best."""
+            title: str | None = None, drops: list[metrics.Gate] | None = None) -> dict[str, Any]:
+    """Overlay the runs' curves into ``out``; the result names the differing keys and each run's best,
+    and with ``drops`` (``--max-drop``) how each later run's best compares with the first's."""
     if len(run_dirs) < 2:
         raise InputError("compare needs at least two runs")
     loaded = [load(Path(d)) for d in run_dirs]
@@ -169,6 +172,7 @@ def compare(run_dirs: list[Path], metric: str | None = None, out: Path = Path("c
     if metric is None or metric not in columns:
         known = ", ".join(sorted(columns - NOT_CURVES)) or "none"
         raise InputError(f"no run has the metric {metric}; their metrics: {known}")
+    metrics.require_known(drops or [], columns - NOT_CURVES, f"{tasks[0]} (in {loaded[0].run_dir})")
     x = "epoch" if all(any("epoch" in r for r in run.rows) for run in loaded) else "step"
     groups = panels(loaded)
     if not groups:
@@ -183,4 +187,15 @@ def compare(run_dirs: list[Path], metric: str | None = None, out: Path = Path("c
                       "epochs": max((r.get(x, 0) for r in run.rows), default=0)})
     draw(loaded, names, groups, x, out, title or f"{tasks[0]}: {len(loaded)} runs (best {metric}: {mode})")
     return {"task": tasks[0], "metric": metric, "mode": mode, "x": x, "runs": table,
-            "differing": diff, "picture": str(out)}
+            "differing": diff, "picture": str(out), "gates": against_base(loaded, drops or [], x)}
+
+
+def against_base(loaded: list[Loaded], drops: list[metrics.Gate], x: str) -> list[dict]:
+    """Each later run's best of each gated metric (in its own direction) against the first run's."""
+    def bests(run: Loaded) -> dict[str, float | None]:
+        return {g.metric: best_of(run.rows, g.metric, "min" if metrics.lower_is_better(g.metric) else "max", x)[0]
+                for g in drops}
+
+    base = bests(loaded[0])
+    return [{**record, "run_dir": str(run.run_dir), "baseline_dir": str(loaded[0].run_dir)}
+            for run in loaded[1:] for record in gating.check(drops, bests(run), base)]

@@ -18,6 +18,11 @@ SET_OPTION = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                           help="Override a config key, e.g. optim.lr=0.1 (a YAML value; repeatable).")
 DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps."
 JSON_HELP = "Print one JSON result object on stdout."
+FAIL_UNDER = typer.Option([], "--fail-under", metavar="METRIC=VALUE",
+                          help="Exit 4 if METRIC (of the best epoch; eval: of the checkpoint) is under VALUE "
+                               "(repeatable), e.g. val_acc=0.9.")
+FAIL_OVER = typer.Option([], "--fail-over", metavar="METRIC=VALUE",
+                         help="Exit 4 if METRIC is over VALUE, for losses and errors (repeatable), e.g. val_loss=0.5.")
 
 
 def emit(result: Any, as_json: bool) -> None:

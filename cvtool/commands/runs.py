@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from cvtool import gates as gating
+from cvtool import metrics
 from cvtool.commands.common import JSON_HELP, emit
 from cvtool.runs import RunInfo
 
@@ -66,13 +68,18 @@ def compare(
     out: Path = typer.Option(Path("compare.png"), "--out", "-o", help="Picture to write."),
     title: Optional[str] = typer.Option(None, "--title", help="The picture's title (default: task and metric)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    max_drop: list[str] = typer.Option(
+        [], "--max-drop", metavar="METRIC=DELTA",
+        help="Exit 4 if a later run's best METRIC is worse than the first run's (the baseline) by more than "
+             "DELTA, in the metric's own direction (repeatable), e.g. val_acc=0.02."),
 ) -> None:
     """Overlay runs' curves in one picture; table the best --metric; name the config keys that differ."""
     from cvtool.compare import compare as run_compare
 
-    result = run_compare(run_dirs, metric, out, title)
+    result = run_compare(run_dirs, metric, out, title, metrics.parse(max_drop, "drop"))
     if as_json:
         emit(result, True)
+        gating.enforce(result["gates"])
         return
     x = result["x"]
     rows = [[r["label"], value(r["best"]), "-" if r[x] is None else f"{r[x]:g}", r["run_dir"]] for r in result["runs"]]
@@ -86,6 +93,11 @@ def compare(
     else:
         typer.echo("the runs' configs are identical")
     typer.echo(f"wrote {result['picture']}")
+    for record in result["gates"]:
+        typer.echo(f"{'passed' if record['passed'] else 'FAILED'}: {record['run_dir']} {record['metric']} "
+                   f"{value(record['value'])} vs {value(record['baseline'])} in {record['baseline_dir']} "
+                   f"(--max-drop {record['bound']:g})")
+    gating.enforce(result["gates"])
 
 
 def register(app: typer.Typer) -> None:

@@ -8,14 +8,18 @@ from typing import Any, Optional
 
 import typer
 
-from cvtool.commands.common import CONFIG_OPTION, DEVICE_HELP, JSON_HELP, SET_OPTION, describe, emit, load_config
+from cvtool import gates as gating
+from cvtool import metrics
+from cvtool.commands.common import (CONFIG_OPTION, DEVICE_HELP, FAIL_OVER, FAIL_UNDER, JSON_HELP, SET_OPTION, describe,
+                                    emit, load_config)
 from cvtool.errors import InputError
+from cvtool.metrics import Gate
 from cvtool.tasks import registry
 from cvtool.tasks.registry import TaskSpec
 
 
 def train(spec: TaskSpec, config: Optional[Path], overrides: list[str], out: Optional[str],
-          flags: dict[str, Any], resume: Optional[str], as_json: bool) -> None:
+          flags: dict[str, Any], resume: Optional[str], as_json: bool, gates: list[Gate] = ()) -> None:
     from cvtool.engine import checkpoint, run
 
     ckpt, path = None, None
@@ -34,12 +38,18 @@ def train(spec: TaskSpec, config: Optional[Path], overrides: list[str], out: Opt
 
     result = run.train(spec.command, spec.build, cfg, out=out, argv=["cvtool", *sys.argv[1:]],
                        stream=sys.stderr if as_json else sys.stdout, resume_from=ckpt, resume_path=path,
-                       on_stop=on_stop, family=spec.family)
+                       on_stop=on_stop, family=spec.family, gates=gates)
     if result.main:
-        report(result, as_json)
+        records = gating.check(gates, result.summary["best_row"])
+        if records:
+            from cvtool.engine import rundir
+
+            rundir.update_json(result.run_dir / "summary.json", gates=records)
+        report(result, as_json, records)
+        gating.enforce(records)
 
 
-def report(result: Any, as_json: bool) -> None:
+def report(result: Any, as_json: bool, records: list[dict]) -> None:
     summary, run_dir = result.summary, result.run_dir
     best = summary["best"]
     files = ", ".join(["summary.json", *(Path(v).name for k, v in summary["paths"].items()
@@ -47,7 +57,8 @@ def report(result: Any, as_json: bool) -> None:
     result.reporter.info(f"done: best {best['metric']} = {best['value']:.4g} at epoch {best['epoch']}; "
                          f"results in {run_dir} ({files})"
                          if best["value"] is not None else f"done: results in {run_dir} ({files})")
-    emit({"status": summary["status"], "run_dir": str(run_dir), "best": best, "final": summary["final"]}, as_json)
+    emit({"status": summary["status"], "run_dir": str(run_dir), "best": best, "final": summary["final"],
+          "gates": records}, as_json)
 
 
 def add_train_command(app: typer.Typer, spec: TaskSpec) -> None:
@@ -63,9 +74,12 @@ def add_train_command(app: typer.Typer, spec: TaskSpec) -> None:
             help="Continue a run: from PATH, or without a path from --out's checkpoints/last.pt."),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="At most N batches per epoch."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+        fail_under: list[str] = FAIL_UNDER,
+        fail_over: list[str] = FAIL_OVER,
     ) -> None:
         flags = {"train.epochs": epochs, "train.device": device, "train.seed": seed, "train.max_steps": max_steps}
-        train(spec, config, overrides, out, flags, resume, as_json)
+        gates = metrics.parse(fail_under, "under") + metrics.parse(fail_over, "over")
+        train(spec, config, overrides, out, flags, resume, as_json, gates)
 
     command.__doc__ = spec.summary
     app.command(spec.command, help=spec.summary)(command)

@@ -227,7 +227,7 @@ class Trainer:
         self.board.epoch(self.last_row, self.global_step(),
                          self.task.pictures and (lambda: self.task.pictures(self.model, self.device)))
         if clean and self.improved(row.get(self.task.best_metric)):
-            self.best.update(value=row[self.task.best_metric], epoch=epoch, extra=extra)
+            self.best.update(value=row[self.task.best_metric], epoch=epoch, extra=extra, row=self.last_row)
             self.save("best.pt")
         self.save("last.pt")
         self.write_summary("running")
@@ -378,6 +378,7 @@ class Trainer:
             "epochs": self.tc.epochs,
             "best": {k: self.best[k] for k in ("metric", "mode", "value", "epoch")},
             "final": self.last_row,
+            "best_row": self.best.get("row", {}),  # the best epoch's metrics.csv row: what train's gates check
             "extra": {"epoch": self.best["epoch"], **self.best["extra"]} if self.best.get("extra") else {},
             "skipped_steps": self.skipped,
             "optim": self.recipe,
