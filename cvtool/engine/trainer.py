@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cvtool import config as cfglib
-from cvtool.engine import checkpoint, ema, finite, plots, resume, rundir, runtime, tensorboard
+from cvtool.engine import checkpoint, early_stop, ema, finite, plots, resume, rundir, runtime, tensorboard
 from cvtool.engine.evaluation import evaluate, loader_options, val_loader
 from cvtool.engine.optim import describe, lr_factor, optimizer_for, recipe
 from cvtool.engine.placement import no_sync, place, to_device, wrap
@@ -99,6 +99,7 @@ class Trainer:
         self.partial: dict[str, Any] = {}
         self.skipped = 0
         self.poisoned = False
+        self.early = early_stop.fresh()
         self.epoch_lr = self.optimizer.param_groups[0]["lr"]
         self.board = tensorboard.Board(None)
 
@@ -161,7 +162,7 @@ class Trainer:
         self.board = tensorboard.Board.for_run(run_dir, getattr(self.cfg, "log", None), self.main,
                                                self.global_step() if resume is not None else None)
         try:
-            while self.epoch < self.tc.epochs:
+            while self.epoch < self.tc.epochs and self.early["stopped"] is None:
                 self.train_epoch(stop)
             return self.complete()
         except Interrupted:
@@ -224,6 +225,9 @@ class Trainer:
         clean = finite.check_epoch(row, self.weights(), self.tc.on_nan, epoch=epoch, lr=self.epoch_lr,
                                    last=self.ckpt_dir / "last.pt", done=self.epoch)
         self.epoch, self.step_in_epoch, self.partial = epoch, 0, {}
+        if early_stop.update(self.early, row.get(self.task.best_metric), clean, self.task.best_mode, self.tc, epoch):
+            self.reporter.info(f"stopping early: no gain of {self.task.best_metric} > {self.tc.min_delta:g} in "
+                               f"{self.early['since']} epochs (train.patience)")
         self.board.epoch(self.last_row, self.global_step(),
                          self.task.pictures and (lambda: self.task.pictures(self.model, self.device)))
         if clean and self.improved(row.get(self.task.best_metric)):
@@ -380,6 +384,8 @@ class Trainer:
             "final": self.last_row,
             "best_row": self.best.get("row", {}),  # the best epoch's metrics.csv row: what train's gates check
             "extra": {"epoch": self.best["epoch"], **self.best["extra"]} if self.best.get("extra") else {},
+            "stopped_early": self.early["stopped"] is not None,
+            "stopped_epoch": self.early["stopped"],
             "skipped_steps": self.skipped,
             "optim": self.recipe,
             "skipped_images": self.task.metadata.get("skipped_images", 0),
