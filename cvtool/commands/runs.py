@@ -28,7 +28,10 @@ def value(number: float | None, digits: int = 4) -> str:
 def row(info: RunInfo) -> list[str]:
     epochs = "-" if info.epochs_done is None else f"{info.epochs_done}/{info.epochs if info.epochs else '?'}"
     best = "-"
-    if info.best_value is not None:
+    if info.best_value is not None and "seeds" in info.extra:
+        spread = f"±{value(info.extra['best_std'], 2)}" if info.extra["best_std"] is not None else ""
+        best = f"{info.best_metric}={value(info.best_value)}{spread} ({info.extra['seeds']} seeds)"
+    elif info.best_value is not None:
         best = f"{info.best_metric}={value(info.best_value)}@{info.best_epoch}"
     status = info.status if info.reason is None else f"{info.status}: {info.reason}"
     started = (info.to_json()["started_iso"] or "-")[:16]
@@ -46,9 +49,15 @@ def runs(
     folders: Optional[list[Path]] = typer.Argument(None, help="Folders holding run directories (default runs/)."),
     task: Optional[str] = typer.Option(None, "--task", help="Only this task's runs, e.g. finetune-hotdog."),
     as_json: bool = typer.Option(False, "--json", help="Print the runs as one JSON list."),
+    seeds: bool = typer.Option(False, "--seeds", help="Each folder is a seed group (seed-0, seed-1, ... run "
+                                                      "anywhere): write its seeds.json and print the spread."),
 ) -> None:
     """List the runs under the folders: status, epochs, best metric, speed, time; oldest first."""
     from cvtool.runs import list_runs
+
+    if seeds:
+        summarise_seeds(folders or [Path("runs")], as_json)
+        return
 
     infos = list_runs(list(folders or [Path("runs")]), task)
     if as_json:
@@ -60,6 +69,22 @@ def runs(
         return
     header = ["task", "status", "epochs", "best", "img/s", "wall", "started", "run dir"]
     typer.echo(table([row(i) for i in infos], header))
+
+
+def summarise_seeds(folders: list[Path], as_json: bool) -> None:
+    from cvtool import seeds as seedlib
+    from cvtool.engine.lock import RunLock
+
+    records = []
+    for folder in folders:
+        record = seedlib.summarise(folder)
+        with RunLock(folder).acquire(["cvtool", "runs", str(folder), "--seeds"]):
+            seedlib.write(folder, record)
+        records.append(record)
+        if not as_json:
+            typer.echo(seedlib.table(record))
+            typer.echo(f"wrote {folder / seedlib.FILE}")
+    emit(records[0] if len(records) == 1 else records, as_json)
 
 
 def compare(
