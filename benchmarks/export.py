@@ -25,6 +25,7 @@ import torch
 
 from cvtool import config as cfglib
 from cvtool.export import graphs, runtime, writer
+from cvtool.files import json_text
 from cvtool.tasks import registry
 
 TASKS = ("finetune-hotdog", "train-ssd", "train-rcnn", "train-fcn", "train-cifar", "train-dog")
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{command:<16} {size:>9} {row['eager_ms']:>9.2f} {row['torchscript_ms']:>12.2f} "
                   f"{row['onnxruntime_ms']:>12.2f} {row['ratio_torchscript']:>9.2f} {row['ratio_onnxruntime']:>10.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"quick": args.quick, "rows": rows, "failed": failed}, indent=2) + "\n")
+        args.json.write_text(json_text({"quick": args.quick, "rows": rows, "failed": failed}, indent=2) + "\n")
     return 1 if failed else 0
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import typer
 
 import cvtool
-from cvtool.errors import CvtoolError, Interrupted
+from cvtool.errors import CvtoolError, GateFailed, Interrupted
 
 if TYPE_CHECKING:
     from cvtool.engine import runtime
@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:  # a signal while an error was being reported
             code, line = 130, interrupted(guard)
         guard.immediate = False  # nothing cuts the report short
-        if line:
-            print(f"{who}: {line}", file=sys.stderr)
+        for text in (line or "").splitlines():  # a failed quality gate each on its line
+            print(f"{who}: {text}", file=sys.stderr)
         if argv is None:  # the outcome is decided: a signal while the interpreter shuts down must not change it
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_IGN)
@@ -153,6 +153,8 @@ def dispatch(args: list[str], guard: runtime.StopFlag, rank: str) -> tuple[int, 
         return (code if isinstance(code, int) else 0), None
     except Interrupted as exc:  # every rank stops together; rank 0 saved and says how to resume
         return exc.exit_code, f"interrupted: {exc}" if rank == "0" else None
+    except GateFailed as exc:  # a verdict on the model, not an error: "cvtool: gate failed: ..."
+        return exc.exit_code, str(exc)
     except CvtoolError as exc:
         return exc.exit_code, f"error: {one_line(exc)}"
     except typer.Abort:

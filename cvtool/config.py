@@ -109,6 +109,9 @@ class TrainConfig:
     ema_decay: float = opt(0.0, "exponential moving average of the weights (e.g. 0.999): validation, best.pt, "
                            "predict and eval use the average; 0 = off", ge=0, lt=1)
     ema_warmup: int = opt(0, "updates during which the average just copies the weights", ge=0)
+    patience: int | None = opt(None, "early stopping: end after N epochs with no best-metric gain > min_delta; null: off",
+                               ge=1)
+    min_delta: float = opt(0.0, "early stopping: the least change of the best metric that counts as a gain", ge=0)
 
 
 @dataclass
@@ -320,8 +323,7 @@ def coerce(key: str, kind: Any, value: Any, f: dataclasses.Field | None = None) 
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, got {value!r}")
         item = args[0] if args else Any
-        out = [coerce(f"{key}[{i}]", item, v, f) for i, v in enumerate(value)]
-        return out
+        return [coerce(f"{key}[{i}]", item, v, f) for i, v in enumerate(value)]
     if kind is Any:
         return value
     if kind is bool:

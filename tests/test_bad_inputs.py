@@ -201,9 +201,10 @@ def sets(items: list[str]) -> list[str]:
 
 
 def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
-    """Every file under ``folder``: content digest and modification time."""
+    """Every file under ``folder``: content digest and modification time (but the run's lock file,
+    which names whoever last held it)."""
     return {str(p.relative_to(folder)): (hashlib.sha1(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".cvtool.lock"}
 
 
 # --------------------------------------------------------------------------- the corpus

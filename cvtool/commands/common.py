@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -11,6 +10,7 @@ import typer
 
 from cvtool import config as cfglib
 from cvtool.errors import CvtoolError, InputError
+from cvtool.files import json_text
 from cvtool.tasks import registry
 
 CONFIG_OPTION = typer.Option(None, "--config", "-c", help="YAML config file.")
@@ -18,11 +18,16 @@ SET_OPTION = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                           help="Override a config key, e.g. optim.lr=0.1 (a YAML value; repeatable).")
 DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps."
 JSON_HELP = "Print one JSON result object on stdout."
+FAIL_UNDER = typer.Option([], "--fail-under", metavar="METRIC=VALUE",
+                          help="Exit 4 if METRIC (of the best epoch; eval: of the checkpoint) is under VALUE "
+                               "(repeatable), e.g. val_acc=0.9.")
+FAIL_OVER = typer.Option([], "--fail-over", metavar="METRIC=VALUE",
+                         help="Exit 4 if METRIC is over VALUE, for losses and errors (repeatable), e.g. val_loss=0.5.")
 
 
 def emit(result: Any, as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        sys.stdout.write(json_text(result) + "\n")
 
 
 def load_config(schema: type, config: Optional[Path], overrides: list[str], flags: dict[str, Any],

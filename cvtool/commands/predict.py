@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -11,6 +10,7 @@ import typer
 from cvtool import config as cfglib
 from cvtool.commands.common import DEVICE_HELP, emit, load_weights
 from cvtool.errors import InputError
+from cvtool.files import json_text
 from cvtool.tasks import outputs, registry
 from cvtool.tasks.registry import TaskSpec
 
@@ -130,7 +130,7 @@ def format_prediction(result: dict[str, Any]) -> str:
         shares = "  ".join(f"{name} {share:.1%}" for name, share in result["pixel_shares"].items())
         return f"{head}: mask {result['mask']}, overlay {result['overlay']}\n  pixels: {shares}"
     rest = {k: v for k, v in result.items() if k != "image"}
-    return f"{head}: {json.dumps(rest, default=str)}"
+    return f"{head}: {json_text(rest)}"
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ import cvtool
 from cvtool import config as cfglib
 from cvtool.engine import checkpoint
 from cvtool.errors import CvtoolError, InputError
+from cvtool.files import json_text
 from cvtool.export import check, graphs, runtime, writer
 from cvtool.tasks import registry
 from cvtool.tasks.registry import TaskSpec
@@ -187,7 +187,7 @@ def export(req: Request) -> dict[str, Any]:
             if not report["ok"]:
                 raise Mismatch(f"the exported {graph.command} model does not give the checkpoint's answers "
                                f"({summary(report)}); nothing was written", report)
-        tmp_meta.write_text(json.dumps(describe(graph, req, ckpt, opset, model, report), indent=2) + "\n",
+        tmp_meta.write_text(json_text(describe(graph, req, ckpt, opset, model, report), indent=2) + "\n",
                             encoding="utf-8")
         os.replace(tmp_model, model)
         os.replace(tmp_meta, meta)
