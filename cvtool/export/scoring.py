@@ -92,4 +92,4 @@ def score_export(path: Path, overrides: list[str], device: str | None = None) ->
 
 def _result(spec: TaskSpec, path: Path, epoch: Any, task: Task, dev: Any, metrics: dict[str, float]) -> dict[str, Any]:
     return {"task": spec.command, "checkpoint": str(path), "epoch": epoch, "data_root": str(task.config.data.root),
-            "items": len(task.val_data), "device": str(dev), "metrics": metrics}
+            "items": len(task.val_data), "device": str(dev), "best_metric": task.best_metric, "metrics": metrics}
