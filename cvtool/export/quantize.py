@@ -125,19 +125,24 @@ class Reader:
         return None if x is None else {"images": x[None].contiguous().numpy()}
 
 
-def quantize(graph: Graph, source: Path, target: Path, config: dict[str, Any], count: int) -> dict[str, Any]:
-    """Write the INT8 model of the fp32 ONNX ``source`` to ``target``; returns the JSON's ``int8`` record."""
+def quantize_with(source: Path, target: Path, images: list[torch.Tensor]) -> list[str]:
+    """The INT8 model of ``source`` calibrated on ``images``; returns the nodes kept fp32."""
     from onnxruntime import quantization as q
 
-    images, where = calibration_images(graph, config, count)
     kept = last_layers(source)
-    reader = Reader(images)
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        q.quantize_static(str(source), str(target), reader, quant_format=q.QuantFormat.QDQ,
+        q.quantize_static(str(source), str(target), Reader(images), quant_format=q.QuantFormat.QDQ,
                           op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
                           activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
                           nodes_to_exclude=kept, calibrate_method=getattr(q.CalibrationMethod, METHOD))
+    return kept
+
+
+def quantize(graph: Graph, source: Path, target: Path, config: dict[str, Any], count: int) -> dict[str, Any]:
+    """Write the INT8 model of the fp32 ONNX ``source`` to ``target``; returns the JSON's ``int8`` record."""
+    images, where = calibration_images(graph, config, count)
+    kept = quantize_with(source, target, images)
     return {"method": "onnxruntime static quantization", "format": "QDQ", "weights": "int8, per channel",
             "activations": "uint8", "quantized_ops": QUANTIZED_OPS, "kept_fp32": kept,
             "calibration": {"images": len(images), "requested": count, "source": where,
