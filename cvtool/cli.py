@@ -44,14 +44,14 @@ def root(version: bool = typer.Option(False, "--version", callback=version_callb
 
 def make_app() -> typer.Typer:
     """The app for the tasks registered now."""
-    from cvtool.commands import config, data, evaluate, export, predict, runs, stylize, train
+    from cvtool.commands import benchmark, config, data, evaluate, export, predict, runs, stylize, train
     from cvtool.tasks import registry
 
     registry.discover()
     app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                       help="Train and run the classic computer-vision tasks end to end.")
     app.callback()(root)
-    for group in (train, stylize, predict, evaluate, config, data, export, runs):
+    for group in (train, stylize, predict, evaluate, config, data, export, benchmark, runs):
         group.register(app)
     return app
 

@@ -42,7 +42,9 @@ class _Adapter(nn.Module):
 
 
 class Probabilities(_Adapter):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, from_features: bool = False) -> torch.Tensor:
+        if from_features:  # train-dog's evaluate on cached backbone features; eval turns the cache off
+            raise InputError("an exported classifier takes images, not cached backbone features")
         return self.run(self.images(x))[0].clamp_min(TINY).log().to(x.device)
 
 
