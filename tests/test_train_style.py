@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -103,3 +104,30 @@ def test_missing_style_or_photos_are_one_line_errors(synth, cli, tmp_path):
                        "--out", tmp_path / "b")
     assert code == 3 and "does not exist" in err and "cvtool data synth photos" in err
     assert "Traceback" not in err
+
+
+def test_stylize_with_a_model_writes_each_content_at_its_size(trained, synth, cli, tmp_path):
+    content = sorted((synth / "content" / "b").iterdir())[:2]
+    code, out, err = cli("stylize", "--model", trained, *content, "--out", tmp_path / "s", "--preserve-color", "--json")
+    assert code == 0, err
+    for result, path in zip(json.loads(out), content):
+        assert Image.open(result["styled"]).size == Image.open(path).size
+    code, _, err = cli("stylize", content[0])
+    assert code == 2 and "stylize --model" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_gives_the_networks_pictures(trained, synth, cli, tmp_path, fmt):
+    code, out, err = cli("export", "--checkpoint", trained, "--format", fmt, "--out", tmp_path / "e", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    check = result["check"]
+    assert check["ok"] and check["max_abs_diff"] <= 1e-4 and len(check["sizes"]) == 2  # a second, odd size too
+    photo = sorted((synth / "content" / "a").iterdir())[0]
+    code, out, err = cli("predict", "--checkpoint", result["model"], photo, "--out", tmp_path / "p", "--json")
+    assert code == 0, err
+    exported = torch.from_numpy(np.asarray(Image.open(json.loads(out)[0]["styled"]))).float()
+    code, out, _ = cli("predict", "--checkpoint", trained, photo, "--out", tmp_path / "q", "--json")
+    direct = torch.from_numpy(np.asarray(Image.open(json.loads(out)[0]["styled"]))).float()
+    assert (exported - direct).abs().max() <= 1  # a rounding step at most
