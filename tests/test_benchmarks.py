@@ -120,3 +120,10 @@ def test_detectors_benchmark_scores_both_detectors_in_quick_mode(tmp_path):
         assert row["status"] == "completed" and 0 <= row["val_map50"] <= 1 and 0 <= row["val_map"] <= 1, row
         assert row["train_images_per_second"] > 0 and row["inference_ms_per_image"] > 0, row
     assert "train-rcnn" in out and "mAP@0.5" in out
+
+
+def test_style_speed_benchmark_times_both_ways_and_a_video(tmp_path):
+    record = quick("style_speed.py", tmp_path)
+    image, clip = record["image"], record["video"]
+    assert image["forward_s"] > 0 and image["stylize_step_s"] > 0 and image["stylize_steps"] == 500
+    assert clip["frames"] == 9 and clip["frames_per_second"] > 0
