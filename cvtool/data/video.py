@@ -147,17 +147,25 @@ class Writer:
             self.container = av.open(str(self.part), "w", format=MUXERS[suffix])
         except (av.FFmpegError, OSError) as exc:
             raise InputError(f"cannot write video {path}: {exc}") from None
+        self.source, self.audio, self.written = None, None, 0
+        try:
+            self.stream = self.add_video(suffix)
+            if info.has_audio:
+                self.source = _open(info.path)
+                self.audio = self.container.add_stream_from_template(self.source.streams.audio[0])
+        except BaseException:
+            self.abort()
+            raise
+
+    def add_video(self, suffix: str) -> Any:
+        info = self.info
         even = info.width % 2 == 0 and info.height % 2 == 0
         codec = "libvpx-vp9" if suffix == ".webm" else "libx264"
-        self.stream = self.container.add_stream(codec, rate=info.rate)
-        self.stream.width, self.stream.height = info.width, info.height
-        self.stream.pix_fmt = "yuv420p" if even else "yuv444p"  # 4:2:0 needs even sides
-        self.stream.options = {"crf": "18", "preset": "veryfast"} if codec == "libx264" else {"crf": "24", "b:v": "0"}
-        self.audio = None
-        if info.has_audio:
-            self.source = _open(info.path)
-            self.audio = self.container.add_stream_from_template(self.source.streams.audio[0])
-        self.written = 0
+        stream = self.container.add_stream(codec, rate=info.rate)
+        stream.width, stream.height = info.width, info.height
+        stream.pix_fmt = "yuv420p" if even else "yuv444p"  # 4:2:0 needs even sides
+        stream.options = {"crf": "18", "preset": "veryfast"} if codec == "libx264" else {"crf": "24", "b:v": "0"}
+        return stream
 
     def write(self, pixels: torch.Tensor) -> None:
         """One uint8 (3, H, W) picture as the next frame."""
@@ -184,7 +192,7 @@ class Writer:
         return self.path
 
     def abort(self) -> None:
-        for handle in (self.container, getattr(self, "source", None)):
+        for handle in (self.container, self.source):
             try:
                 if handle is not None:
                     handle.close()
