@@ -68,7 +68,7 @@ def test_a_few_steps_lower_the_perceptual_loss(synth, one_thread):
     batch = torch.stack([task.train_data[i] for i in range(4)])
     losses, out = overfit(task, batch, steps=25, lr=0.01)
     assert losses[-1] < 0.5 * losses[0], losses
-    assert set(out.stats) == {"content", "style", "tv"}
+    assert set(out.stats) == {"content_loss", "style_loss", "tv_loss"}
 
 
 def test_a_run_writes_its_files_and_scores_the_held_out_photos(trained):
@@ -76,7 +76,7 @@ def test_a_run_writes_its_files_and_scores_the_held_out_photos(trained):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["best"]["metric"] == "val_loss"
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"val_loss", "val_content", "val_style", "train_style"} <= set(header)
+    assert {"val_loss", "val_content_loss", "val_style_loss", "train_style_loss"} <= set(header)
     grid = Image.open(run / "predictions.png")
     assert grid.width > 4 * 32 and grid.height > 2 * 32
     ckpt = torch.load(trained, weights_only=True)

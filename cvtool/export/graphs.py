@@ -64,7 +64,7 @@ class Segmenter(nn.Module):
 
 
 class Styler(nn.Module):
-    """images -> stylised images (N, 3, H, W) in [0, 1] at the input's size (a style network takes pixels as they are)."""
+    """images -> stylised images (N, 3, H, W) in [0, 1] at the input's size; the network takes plain pixels."""
 
     def __init__(self, net: nn.Module, dtype: torch.dtype):
         super().__init__()

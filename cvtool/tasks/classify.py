@@ -110,7 +110,8 @@ def predict_images(model: nn.Module, transform: Callable, classes: list[str], pa
             results.append({"image": str(path), "class": ranked[0]["class"],
                             "probability": ranked[0]["probability"], "top": ranked})
             if isinstance(path, Frame):  # a video frame: the top class written on it
-                results[-1]["picture"] = labelled_frame(path.pixels, f"{ranked[0]['class']} {ranked[0]['probability']:.2f}")
+                top1 = f"{ranked[0]['class']} {ranked[0]['probability']:.2f}"
+                results[-1]["picture"] = labelled_frame(path.pixels, top1)
     return results
 
 
@@ -119,7 +120,7 @@ def labelled_frame(pixels: torch.Tensor, text: str) -> torch.Tensor:
     image = TF.to_pil_image(pixels)
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=max(10, image.height // 18))
-    left, top, right, bottom = draw.textbbox((6, 4), text, font=font)
+    *_, right, bottom = draw.textbbox((6, 4), text, font=font)
     draw.rectangle((0, 0, right + 6, bottom + 4), fill=(0, 0, 0))
     draw.text((6, 4), text, fill=(255, 255, 255), font=font)
     return TF.pil_to_tensor(image)

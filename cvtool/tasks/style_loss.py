@@ -17,7 +17,7 @@ from cvtool.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from cvtool.models import vgg
 from cvtool.ops.style import gram, tv_loss
 
-PARTS = ("content", "style", "tv")
+PARTS = ("content_loss", "style_loss", "tv_loss")
 
 
 class Perceptual:

@@ -35,7 +35,8 @@ from cvtool.tasks.registry import TaskSpec, register
 from cvtool.tasks.style_loss import PARTS, Perceptual
 from cvtool.tasks.stylize_images import read_image, resize
 
-COLUMNS = ("train_loss", "train_content", "train_style", "train_tv", "val_loss", "val_content", "val_style", "val_tv")
+COLUMNS = ("train_loss", "train_content_loss", "train_style_loss", "train_tv_loss", "val_loss", "val_content_loss",
+           "val_style_loss", "val_tv_loss")
 PICTURES = 8
 log = logging.getLogger(__name__)
 
