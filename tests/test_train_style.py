@@ -114,6 +114,8 @@ def test_stylize_with_a_model_writes_each_content_at_its_size(trained, synth, cl
         assert Image.open(result["styled"]).size == Image.open(path).size
     code, _, err = cli("stylize", content[0])
     assert code == 2 and "stylize --model" in err
+    code, _, err = cli("stylize", "--model", trained, content[0], "--steps", "5")
+    assert code == 2 and "--steps is for the optimising stylize" in err
 
 
 @pytest.mark.slow

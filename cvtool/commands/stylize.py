@@ -48,6 +48,13 @@ def stylize(
     from cvtool.tasks import stylize as st
 
     if model is not None:
+        optimiser = {"--output": output if output != Path("stylized.png") else None, "--config": config, "--set": overrides or None, "--size": size, "--steps": steps, "--seed": seed,
+                     "--out-dir": out_dir, "--save-every": save_every, "--content-weight": content_weight,
+                     "--style-weight": style_weight, "--tv-weight": tv_weight, "--scales": scales, "--init": init,
+                     "--style-scale": style_scale, "--force": force or None}
+        given = [flag for flag, value in optimiser.items() if value is not None]
+        if given:
+            raise InputError(f"{given[0]} is for the optimising stylize (CONTENT STYLE), not for --model")
         return with_model(model, inputs, out, overwrite, device, bool(preserve_color), as_json)
     if len(inputs) != 2:
         raise InputError(f"stylize takes CONTENT STYLE (two images), got {len(inputs)}; to stylise several "
