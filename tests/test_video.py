@@ -165,6 +165,19 @@ def bad(tmp_path: Path) -> dict[str, Path]:
     data = good.read_bytes()
     (tmp_path / "text.mp4").write_text("not a video at all")
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 2 // 3])
+    long = tmp_path / "long.mkv"  # Matroska declares no frame count, only a duration (4 s)
+    with av.open(str(long), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.height, stream.width = 32, 32
+        stream.pix_fmt = "yuv420p"
+        rng = np.random.default_rng(0)
+        for i in range(40):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    data = long.read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])
     empty = tmp_path / "empty.avi"  # an AVI header with a video stream and no frame in it
     with av.open(str(empty), "w") as out:
         stream = out.add_stream("mpeg4", rate=10)
@@ -172,11 +185,11 @@ def bad(tmp_path: Path) -> dict[str, Path]:
         stream.pix_fmt = "yuv420p"
         out.start_encoding()
         out.mux(stream.encode())
-    return {"text": tmp_path / "text.mp4", "cut": tmp_path / "cut.mp4", "empty": empty}
+    return {"text": tmp_path / "text.mp4", "cut": tmp_path / "cut.mp4", "cut-mkv": tmp_path / "cut.mkv", "empty": empty}
 
 
 @pytest.mark.parametrize("case,message", [("text", "cannot read video"), ("cut", "truncated"),
-                                          ("empty", "no frames")])
+                                          ("cut-mkv", "truncated"), ("empty", "no frames")])
 def test_bad_videos_exit_2_with_one_line_and_leave_nothing(checkpoints, tmp_path, capsys, case, message):
     path = bad(tmp_path)[case]
     out = tmp_path / "out"

@@ -66,6 +66,7 @@ class Info:
     rate: Fraction
     frames: int  # 0 when the container does not say
     has_audio: bool
+    duration: float = 0.0  # seconds, from the container's header; 0 when it does not say
 
 
 def _av() -> Any:
@@ -97,7 +98,7 @@ def probe(path: str | Path) -> Info:
         if not stream.width or not stream.height:
             raise InputError(f"video {path} does not say its frame size")
         return Info(path, stream.width, stream.height, Fraction(rate), int(stream.frames or 0),
-                    bool(container.streams.audio))
+                    bool(container.streams.audio), (container.duration or 0) / 1_000_000)
     finally:
         container.close()
 
@@ -106,7 +107,7 @@ def decode(info: Info) -> Iterator[Frame]:
     """Every frame in order; the checks of the module docstring on the way and at the end."""
     av = _av()
     container = _open(info.path)
-    count = 0
+    count, end = 0, 0.0
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -117,7 +118,7 @@ def decode(info: Info) -> Iterator[Frame]:
                                  f"({rgb.shape[1]}x{rgb.shape[0]} after {info.width}x{info.height})")
             time = float(frame.time) if frame.time is not None else count / float(info.rate)
             yield Frame(str(info.path), count, round(time, 6), torch.from_numpy(rgb).permute(2, 0, 1).contiguous())
-            count += 1
+            count, end = count + 1, time + 1 / float(info.rate)
     except av.FFmpegError as exc:
         raise InputError(f"video {info.path} is damaged after frame {count}: {exc}") from None
     finally:
@@ -127,6 +128,10 @@ def decode(info: Info) -> Iterator[Frame]:
     if info.frames and count < info.frames:
         raise InputError(f"video {info.path} is truncated: its header declares {info.frames} frames, "
                          f"only {count} could be decoded")
+    # Without a frame count (Matroska, WebM) the header's duration tells; audio may outlast the picture.
+    if not info.frames and not info.has_audio and end < info.duration - max(1.0, 0.05 * info.duration):
+        raise InputError(f"video {info.path} is truncated: its header says {info.duration:.2f} s, "
+                         f"its frames end at {end:.2f} s")
 
 
 def part_path(path: Path) -> Path:
