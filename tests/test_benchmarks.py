@@ -134,3 +134,10 @@ def test_coco_reader_benchmark_times_every_step(tmp_path):
     assert record["records"] == record["images"] == 2000
     assert all(record["rows"][k] > 0 for k in ("json_load_s", "parse_s", "labels_s", "total_s"))
     assert 0 < record["label_bytes"] < record["padded_bytes"]
+
+
+def test_style_speed_benchmark_times_both_ways_and_a_video(tmp_path):
+    record = quick("style_speed.py", tmp_path)
+    image, clip = record["image"], record["video"]
+    assert image["forward_s"] > 0 and image["stylize_step_s"] > 0 and image["stylize_steps"] == 500
+    assert clip["frames"] == 9 and clip["frames_per_second"] > 0

@@ -75,6 +75,8 @@ def refuse_stylize(path: Path) -> None:
 
 
 def class_names(spec: TaskSpec, cfg: Any, metadata: dict[str, Any]) -> list[str]:
+    if spec.family == "style":  # pictures in, pictures out: no classes
+        return []
     if metadata.get("classes"):
         return [str(c) for c in metadata["classes"]]
     if getattr(cfg.data, "classes", None):
@@ -249,6 +251,8 @@ def summary(report: dict[str, Any] | None) -> str:
         top1 = "identical" if report["top1_identical"] else f"differs on {report['top1_differing']} images"
         return (f"{head}: max |dprob| {report['max_abs_diff']:.2e} (tolerance {report['tolerance']:.0e}), "
                 f"top-1 {top1}")
+    if "top1_identical" not in report and "max_abs_diff" in report:
+        return f"{head}: max |dpixel| {report['max_abs_diff']:.2e} (tolerance {report['tolerance']:.0e})"
     if "masks_identical" in report:
         return (f"{head}: argmax masks {'identical' if report['masks_identical'] else 'differ'} "
                 f"({report['pixels_differing']} of {report['pixels']} pixels differ)")

@@ -80,6 +80,13 @@ class Detections(_Adapter):
                 torch.zeros(1, boxes.shape[1] * 4, device=x.device))
 
 
+class Pictures(_Adapter):
+    """A style network's export: [0, 1] pixels in and out, as the network itself."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(self.images(x))[0].to(x.device)
+
+
 class ImageLists(nn.Module):
     """Stands in for torchvision's detection model in eval mode, whose labels count background as 0 (+ 1)."""
 
@@ -96,7 +103,7 @@ class ImageLists(nn.Module):
         return found
 
 
-ADAPTERS = {"classify": Probabilities, "segment": Masks, "detect": Detections}  # by registry family
+ADAPTERS = {"classify": Probabilities, "segment": Masks, "detect": Detections, "style": Pictures}  # by family
 
 
 @dataclass

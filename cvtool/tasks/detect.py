@@ -26,6 +26,7 @@ from cvtool.data.box_dataset import Augment, BoxDataset, decoded_bytes
 from cvtool.data.detection import Splits
 from cvtool.data.images import load_rgb
 from cvtool.data.records import Source
+from cvtool.data.video import Frame
 from cvtool.errors import InputError
 from cvtool.files import atomic_write
 from cvtool.ops.detection_metrics import MeanAveragePrecision
@@ -296,8 +297,8 @@ def predict(detector: Detector, model: nn.Module, paths: list[Path], device: tor
         out.mkdir(parents=True, exist_ok=True)
     results = []
     model.eval()
-    for path, planned in zip(map(Path, paths), files):
-        image = pil_to_tensor(load_rgb(path))
+    for path, planned in zip((p if isinstance(p, Frame) else Path(p) for p in paths), files):
+        image = path.pixels if isinstance(path, Frame) else pil_to_tensor(load_rgb(path))
         found = detect_all(detector, model, [image], device)[0]
         keep = found.scores >= threshold
         boxes = [{"class": outputs.class_name(classes, int(k)), "score": round(float(s), 4),
@@ -305,6 +306,8 @@ def predict(detector: Detector, model: nn.Module, paths: list[Path], device: tor
                  for k, s, box in zip(found.labels[keep].tolist(), found.scores[keep].tolist(),
                                       found.boxes[keep].tolist())]
         result: dict[str, Any] = {"image": str(path), "boxes": boxes}
+        if isinstance(path, Frame):  # a video frame: drawn at its own size
+            result["picture"] = draw(image, found, threshold, classes, min_side=0)
         if planned:
             result["drawn"] = str(outputs.save_png(planned["boxes"], draw(image, found, threshold, classes)))
         results.append(result)
