@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -41,7 +41,7 @@ def predict(
     from cvtool.engine import threads
 
     threads.start(parse_threads(threads_opt), key="--threads")
-    spec, cfg, model, metadata, dev = load_model(checkpoint_path, device)
+    spec, cfg, materialise = open_model(checkpoint_path, device)
     if not images and kaggle_test is None:
         raise InputError("give at least one IMAGE (or --kaggle-test DIR)")
     if kaggle_test is not None:
@@ -65,6 +65,7 @@ def predict(
                                  "overwrite": overwrite or None, "preserve_color": preserve_color or None,
                                  }.items() if v is not None}
     clips = [video_plan(spec, clip, out or Path("."), overwrite) for clip in videos]  # refused before any work
+    model, metadata, dev = materialise()
     results = spec.predict(model, cfg, metadata, images, dev, options) if images or kaggle_test else []
     for planned in clips:
         results.append(video_run(spec, model, cfg, metadata, planned, dev, options, every or 1, smooth,
@@ -76,8 +77,9 @@ def predict(
         typer.echo(format_prediction(r))
 
 
-def load_model(checkpoint_path: Path, device: str) -> tuple[TaskSpec, Any, Any, dict[str, Any], Any]:
-    """(spec, config, model in eval mode on its device, metadata, device) of a checkpoint or an export."""
+def open_model(checkpoint_path: Path, device: str) -> tuple[TaskSpec, Any, Callable[[], tuple[Any, dict, Any]]]:
+    """(spec, config, materialise) of a checkpoint or an export; ``materialise()`` builds the model,
+    in eval mode on its device, with its metadata and device (after the caller's option checks)."""
     from cvtool.engine import checkpoint, runtime
     from cvtool.export import predict as exported
 
@@ -87,15 +89,19 @@ def load_model(checkpoint_path: Path, device: str) -> tuple[TaskSpec, Any, Any, 
     if spec.predict is None or spec.build_model is None:
         raise InputError(f"checkpoint {checkpoint_path} is from {spec.command}, which has no predict")
     cfg = cfglib.from_dict(spec.config, ckpt["config"]) if loaded is None else loaded.config
-    if loaded is None:
-        dev = runtime.select_device(device)
-        model = spec.build_model(cfg)
-        load_weights(model, ckpt, checkpoint_path)
-        metadata = ckpt.get("metadata", {})
-    else:  # the export runs itself (ONNX Runtime places itself); its torch side stays on the CPU
-        dev, model, metadata = runtime.select_device("cpu"), loaded.model, loaded.metadata
-    model.to(dev).eval()
-    return spec, cfg, model, metadata, dev
+
+    def materialise() -> tuple[Any, dict, Any]:
+        if loaded is None:
+            dev = runtime.select_device(device)
+            model = spec.build_model(cfg)
+            load_weights(model, ckpt, checkpoint_path)
+            metadata = ckpt.get("metadata", {})
+        else:  # the export runs itself (ONNX Runtime places itself); its torch side stays on the CPU
+            dev, model, metadata = runtime.select_device("cpu"), loaded.model, loaded.metadata
+        model.to(dev).eval()
+        return model, metadata, dev
+
+    return spec, cfg, materialise
 
 
 def check_video_options(videos: list[Path], every: int | None, smooth: float | None) -> None:

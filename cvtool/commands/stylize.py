@@ -79,9 +79,9 @@ def stylize(
 def with_model(model: Path, inputs: list[Path], out: Optional[Path], overwrite: bool, device: Optional[str],
                preserve_color: bool, as_json: bool) -> None:
     """``stylize --model``: ``predict`` with a style network, which must be one."""
-    from cvtool.commands.predict import load_model, predict
+    from cvtool.commands.predict import open_model, predict
 
-    spec = load_model(model, "cpu")[0]
+    spec = open_model(model, "cpu")[0]
     if spec.family != "style":
         raise InputError(f"--model {model} is a {spec.command} model, not a style network (train-style)")
     predict(checkpoint_path=model, images=inputs, out=out or Path("."), threshold=None, kaggle_test=None,
