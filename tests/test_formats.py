@@ -130,6 +130,8 @@ def test_coco_trains_and_the_checkpoint_scores_the_same_map_on_every_layout(cli,
         assert code == 0, err
         scores[fmt] = json.loads(out)["metrics"]
     assert scores["coco"].keys() == scores["voc"].keys() and "val_map50" in scores["coco"]
+    assert {k for k in scores["coco"] if "/" in k} <= {"val_ap50/cherry", "val_ap50/lemon"}  # per class, by name
+    assert any(k.startswith("val_ap50/") for k in scores["coco"])
     for key, value in scores["coco"].items():
         assert scores["voc"][key] == pytest.approx(value, abs=1e-6), key
     code, out, err = cli("predict", "--checkpoint", ckpt, layouts["coco"] / "val" / "0.png", "--threshold", "0",
@@ -137,6 +139,10 @@ def test_coco_trains_and_the_checkpoint_scores_the_same_map_on_every_layout(cli,
     assert code == 0, err
     found = {b["class"] for b in json.loads(out)[0]["boxes"]}
     assert found and found <= set(CLASSES)
+    if task == "train-ssd":  # the exported model's metadata names the classes as the data does
+        code, out, err = cli("export", "--checkpoint", ckpt, "--out", tmp_path / "model.onnx", "--no-check", "--json")
+        assert code == 0, err
+        assert json.loads(Path(json.loads(out)["meta"]).read_text())["classes"] == CLASSES
 
 
 def test_classes_given_by_hand_must_agree_with_the_data(layouts):
