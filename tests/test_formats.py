@@ -240,3 +240,21 @@ def test_coco_keys_name_other_annotation_files_and_image_folders(layouts, tmp_pa
     splits = detection.Splits(train="annotations/mine.json", train_images="pictures",
                               val="annotations/instances_later.json")  # its images: later/
     assert len(detection.read(root, "coco", splits=splits).splits["val"]) == 4
+
+
+@pytest.mark.parametrize("fmt", ["coco", "yolo", "voc"])
+def test_on_bad_image_skip_with_per_item_decoding(layouts, tmp_path, fmt):
+    from cvtool import config as cfglib
+    from cvtool.tasks import detect, ssd
+
+    root = tmp_path / fmt
+    convert.convert(layouts["coco"], fmt, root, copy=True)
+    bad = sorted(p for p in root.rglob("*.png") if "val" not in str(p.relative_to(root)))[0]
+    bad.write_bytes(b"\x89PNG broken")
+    sets = [f"data.root={root}", "data.image_size=64", "data.cache=off"]
+    with pytest.raises(InputError, match=bad.name):  # at start-up (a header read) or when decoded (COCO)
+        _, train, _, _ = detect.prepare(cfglib.load(ssd.Config, None, sets))
+        [item for item in train]
+    cfg, train, _, meta = detect.prepare(cfglib.load(ssd.Config, None, [*sets, "data.on_bad_image=skip"]))
+    assert len(train) == 7 and meta["skipped_images"] == 1 and train.images is None
+    assert all(item["image"].shape == (3, 64, 64) for item in train)
