@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 from cvtool.data import bananas, coco, voc_detection, yolo
-from cvtool.data.records import Issues, Record, Source, first_difference
+from cvtool.data.records import Issues, Source, first_difference
 from cvtool.errors import InputError, MissingResource
 
 Format = Literal["bananas", "voc", "coco", "yolo"]
@@ -174,7 +174,3 @@ def _yolo(root: Path, splits: Splits, classes: Sequence[str] | str, skip: bool, 
     names, records, skipped, notes = yolo.read(root, issues, skip)
     return Source("yolo", root, resolve_classes(classes, names, f"the names of {notes[0]}"), records,
                   [f"YOLO {notes[0]}"], skipped)
-
-
-def all_records(source: Source) -> list[Record]:
-    return [r for records in source.splits.values() for r in records]
