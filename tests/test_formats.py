@@ -130,6 +130,8 @@ def test_coco_trains_and_the_checkpoint_scores_the_same_map_on_every_layout(cli,
         assert code == 0, err
         scores[fmt] = json.loads(out)["metrics"]
     assert scores["coco"].keys() == scores["voc"].keys() and "val_map50" in scores["coco"]
+    assert {k for k in scores["coco"] if "/" in k} <= {"val_ap50/cherry", "val_ap50/lemon"}  # per class, by name
+    assert any(k.startswith("val_ap50/") for k in scores["coco"])
     for key, value in scores["coco"].items():
         assert scores["voc"][key] == pytest.approx(value, abs=1e-6), key
     code, out, err = cli("predict", "--checkpoint", ckpt, layouts["coco"] / "val" / "0.png", "--threshold", "0",
@@ -137,6 +139,10 @@ def test_coco_trains_and_the_checkpoint_scores_the_same_map_on_every_layout(cli,
     assert code == 0, err
     found = {b["class"] for b in json.loads(out)[0]["boxes"]}
     assert found and found <= set(CLASSES)
+    if task == "train-ssd":  # the exported model's metadata names the classes as the data does
+        code, out, err = cli("export", "--checkpoint", ckpt, "--out", tmp_path / "model.onnx", "--no-check", "--json")
+        assert code == 0, err
+        assert json.loads(Path(json.loads(out)["meta"]).read_text())["classes"] == CLASSES
 
 
 def test_classes_given_by_hand_must_agree_with_the_data(layouts):
@@ -234,3 +240,21 @@ def test_coco_keys_name_other_annotation_files_and_image_folders(layouts, tmp_pa
     splits = detection.Splits(train="annotations/mine.json", train_images="pictures",
                               val="annotations/instances_later.json")  # its images: later/
     assert len(detection.read(root, "coco", splits=splits).splits["val"]) == 4
+
+
+@pytest.mark.parametrize("fmt", ["coco", "yolo", "voc"])
+def test_on_bad_image_skip_with_per_item_decoding(layouts, tmp_path, fmt):
+    from cvtool import config as cfglib
+    from cvtool.tasks import detect, ssd
+
+    root = tmp_path / fmt
+    convert.convert(layouts["coco"], fmt, root, copy=True)
+    bad = sorted(p for p in root.rglob("*.png") if "val" not in str(p.relative_to(root)))[0]
+    bad.write_bytes(b"\x89PNG broken")
+    sets = [f"data.root={root}", "data.image_size=64", "data.cache=off"]
+    with pytest.raises(InputError, match=bad.name):  # at start-up (a header read) or when decoded (COCO)
+        _, train, _, _ = detect.prepare(cfglib.load(ssd.Config, None, sets))
+        [item for item in train]
+    cfg, train, _, meta = detect.prepare(cfglib.load(ssd.Config, None, [*sets, "data.on_bad_image=skip"]))
+    assert len(train) == 7 and meta["skipped_images"] == 1 and train.images is None
+    assert all(item["image"].shape == (3, 64, 64) for item in train)

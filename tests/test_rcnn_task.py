@@ -83,7 +83,8 @@ def test_map_ignores_difficult_boxes_as_voc_does(roots):
              "difficult": torch.tensor([[False, True, False]])}
     model = Fixed([[40, 40, 56, 56], [0, 30, 20, 50], [8, 8, 24, 24]], [0.95, 0.9, 0.8], [1, 1, 1])
     metrics = task.evaluate(model, [batch], torch.device("cpu"))
-    assert metrics == {"val_map50": pytest.approx(0.5), "val_map": pytest.approx(0.5)}
+    assert metrics == {"val_map50": pytest.approx(0.5), "val_map": pytest.approx(0.5),
+                       "val_ap50/aeroplane": pytest.approx(0.5)}
     plain = task.evaluate(model, [{**batch, "difficult": torch.zeros(1, 3, dtype=torch.bool)}], torch.device("cpu"))
     assert plain["val_map50"] == pytest.approx((51 + 50 * 2 / 3) / 101)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 from cvtool.data import bananas, coco, voc_detection, yolo
-from cvtool.data.records import Issues, Record, Source, first_difference
+from cvtool.data.records import Issues, Source, first_difference
 from cvtool.errors import InputError, MissingResource
 
 Format = Literal["bananas", "voc", "coco", "yolo"]
@@ -88,6 +88,8 @@ def read(root: str | Path, fmt: str = "auto", *, splits: Splits | None = None,
     ``classes`` "auto" takes the data's names; a list given must agree with them (for VOC:
     name every class the XML uses, in the label order wanted; for bananas, whose CSV has
     no names: one per label). ``issues`` collects problems instead of raising (data check).
+    Each split's records are sorted by file name, so the same images in two layouts come in
+    the same order (mAP breaks ties between equal scores by order, as COCOeval does).
     """
     root = Path(root)
     splits = splits or Splits()
@@ -103,6 +105,8 @@ def read(root: str | Path, fmt: str = "auto", *, splits: Splits | None = None,
     reader = {"bananas": _bananas, "voc": _voc, "coco": _coco, "yolo": _yolo}[fmt]
     source = reader(root, splits, classes, skip, issues)
     source.notes[:0] = notes
+    for records in source.splits.values():  # one order whatever the layout: equal scores rank alike in mAP
+        records.sort(key=lambda r: r.image.name)
     return source
 
 
@@ -174,7 +178,3 @@ def _yolo(root: Path, splits: Splits, classes: Sequence[str] | str, skip: bool, 
     names, records, skipped, notes = yolo.read(root, issues, skip)
     return Source("yolo", root, resolve_classes(classes, names, f"the names of {notes[0]}"), records,
                   [f"YOLO {notes[0]}"], skipped)
-
-
-def all_records(source: Source) -> list[Record]:
-    return [r for records in source.splits.values() for r in records]

@@ -126,11 +126,6 @@ def image_size(path: Path, skip: bool, where: str) -> tuple[int, int] | None:
     return header_size(path, lambda exc: f"{where}: {path} is not a readable image ({exc})")
 
 
-def class_index(names: Sequence[str]) -> Callable[[str], int | None]:
-    index = {name: k for k, name in enumerate(names)}
-    return index.get
-
-
 def first_difference(given: Sequence[str], found: Sequence[str]) -> str:
     """Where two class lists part, in words."""
     for k, (a, b) in enumerate(zip(given, found)):

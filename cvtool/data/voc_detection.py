@@ -1,16 +1,17 @@
-"""Pascal VOC2012 object detection: the XML annotations, one split as a Dataset.
+"""Pascal VOC object detection, any year: the XML annotations, one split as records or a Dataset.
 
-Layout (DATASETS.md): ``VOC2012/ImageSets/Main/{train,val}.txt`` list ids, each with
-``Annotations/<id>.xml`` and ``JPEGImages/<id>.jpg``. The XML's child order varies between
+Layout (DATASETS.md): ``VOC<year>/ImageSets/Main/{train,val}.txt`` (or ``trainval``/``test``)
+list ids, each with ``Annotations/<id>.xml`` and ``JPEGImages/<id>.jpg`` (or the XML's
+``<filename>``, as labelImg writes it). The XML's child order varies between
 files and some coordinates are written as floats, so fields are looked up by name and read
 as numbers. VOC boxes count 1-based pixels with both ends inside the box; here they become
 continuous 0-based corners (xmin - 1, ymin - 1, xmax, ymax), the convention bananas.py
 uses, so a box's width stays xmax - xmin + 1 pixels. Every listed id is parsed and checked
 up front, so a bad file fails before training, naming the file and the object.
 
-Items match BananaDataset's: a uint8 image resized to image_size, label rows
-[class, x1, y1, x2, y2] divided by the image size (padding rows class -1), plus the
-per-box ``difficult`` flag the VOC metric needs (difficult objects are neither hits nor misses).
+Items are BoxDataset's: a uint8 image resized to image_size, label rows [class, x1, y1, x2, y2]
+divided by the image size (padding rows class -1), plus the per-box ``difficult`` flag the
+metric needs (difficult objects are neither hits nor misses).
 """
 
 from __future__ import annotations
@@ -64,12 +65,6 @@ def candidates(root: str | Path) -> list[Path]:
         if parent.is_dir():
             found += [p for p in sorted(parent.glob("VOC*")) if (p / "ImageSets" / "Main").is_dir()]
     return found
-
-
-def find_root(root: str | Path) -> Path | None:
-    """The one VOC year folder under ``root`` (VOC2007, VOC2012, ...), or None."""
-    found = candidates(root)
-    return found[0] if len(found) == 1 else None
 
 
 def voc_root(root: str | Path) -> Path:

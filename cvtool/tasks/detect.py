@@ -61,6 +61,12 @@ def update_map(meter: MeanAveragePrecision, detections: Iterable[Detection],
         meter.update(found.boxes.cpu(), found.scores.cpu(), found.labels.cpu().long(), *truth)
 
 
+def per_class_ap50(meter: MeanAveragePrecision, classes: list[str]) -> dict[str, float]:
+    """``val_ap50/<name>`` for each class with ground truth: the per-class figures, named as the data names them."""
+    first = next(i for i, t in enumerate(meter.iou_thresholds) if abs(t - 0.5) < 1e-9)
+    return {f"val_ap50/{outputs.class_name(classes, c)}": float(ap[first]) for c, ap in meter.per_class().items()}
+
+
 def truths(labels: torch.Tensor, size: float = 1,
            difficult: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
     """Padded label rows (B, M, 5) to each image's true (boxes x size, classes, difficult flags or None)."""

@@ -195,7 +195,7 @@ def make_evaluate(cfg: Config):
         if images == 0:
             return {}
         ap = meter.compute()
-        return {"val_map50": ap["map50"], "val_map": ap["map"]}
+        return {"val_map50": ap["map50"], "val_map": ap["map"], **detect.per_class_ap50(meter, list(cfg.data.classes))}
 
     return evaluate
 

@@ -258,7 +258,8 @@ def make_evaluate(cfg: Config):
             return {}
         ap = meter.compute()
         return {"val_loss": (loss / images).item(), "val_class_err": (wrong / anchor_count).item(),
-                "val_bbox_mae": (abs_err / offset_count).item(), "val_map50": ap["map50"], "val_map": ap["map"]}
+                "val_bbox_mae": (abs_err / offset_count).item(), "val_map50": ap["map50"], "val_map": ap["map"],
+                **detect.per_class_ap50(meter, list(cfg.data.classes))}
 
     return evaluate
 
