@@ -172,8 +172,11 @@ def start(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, proc
     held = None
     try:
         if procs.main:  # the lock first: a folder in use is never mistaken for someone else's files
-            held = lock.RunLock(rundir.target(command, out)).acquire(argv)
-            rundir.check_out(held.run_dir, resuming, reuse=True)
+            path = rundir.target(command, out)
+            if not (path / lock.NAME).exists():  # not in use: refuse a folder that is not ours before touching it
+                rundir.check_out(path, resuming, reuse=True)
+            held = lock.RunLock(path).acquire(argv)
+            rundir.check_out(path, resuming, reuse=True)
         run_dir = runtime.broadcast(held.run_dir if held else None)
         runtime.seed_everything(cfg.train.seed)
         reporter = Reporter(stream, quiet=not procs.main)
