@@ -2,7 +2,8 @@
 checkpoint's metrics on the validation set; `export --check-metric` records both and gates.
 
 Each checkpoint is a short run on synthetic data; TinySSD trains long enough to find some
-bananas (mAP above 0), so equal mAPs mean something.
+bananas (mAP above 0), so equal mAPs mean something (the tiny one-epoch R-CNN of
+test_export_rcnn finds none: its scores are proven equal there, detection by detection).
 """
 
 from __future__ import annotations
@@ -83,8 +84,6 @@ def test_an_export_scores_its_checkpoints_metrics(trained, exported, command, fm
         assert close(value, want["metrics"][key]), (key, value, want["metrics"][key])
     if command == "train-ssd":
         assert want["metrics"]["val_map50"] > 0  # trained enough to find something
-    if command == "train-rcnn":
-        assert want["metrics"]["val_map50"] > 0
 
 
 def test_eval_prints_an_exports_metrics_and_reads_data_overrides(trained, exported, tmp_path):

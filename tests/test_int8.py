@@ -28,8 +28,8 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("int8")
     args = {
         "finetune-hotdog": [*sets(data__root=hotdog.synthesize(base / "hotdog", n=40, size=40, seed=3),
-                                  data__image_size=32, data__resize=36, data__batch_size=16, model__weights="none",
-                                  optim__name="adam", optim__lr=0.001), "--epochs", "4"],
+                                  data__image_size=32, data__resize=36, data__batch_size=16, data__augment="false",
+                                  model__weights="none", optim__name="adam", optim__lr=0.001), "--epochs", "6"],
         "train-ssd": sets(data__root=bananas.synthesize(base / "bananas", n_train=16, n_val=4, size=64, seed=3),
                           data__image_size=64, data__batch_size=8, model__width=0.25),
         "train-fcn": sets(data__root=voc.synthesize(base / "VOCdevkit", n_train=4, n_val=3, size=48, classes=3),
@@ -109,3 +109,5 @@ def test_int8_refusals_exit_2_with_one_line(trained, ckpt, tmp_path, capsys):  #
     assert "--format onnx" in err
     err = one_line_error(capsys, 2, "export", "--checkpoint", hotdog_ckpt, "--int8", "--half", "--out", tmp_path / "h")
     assert "--half" in err
+    err = one_line_error(capsys, 2, "export", "--checkpoint", hotdog_ckpt, "--calib-images", "8", "--out", tmp_path / "c")
+    assert "--calib-images is for --int8" in err and not (tmp_path / "c").exists()

@@ -32,19 +32,23 @@ def export(
     overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                         help="Config change for the scoring, e.g. data.root=DIR."),
     int8: bool = typer.Option(False, "--int8", help="ONNX: static INT8 quantization (QDQ); implies --check-metric."),
-    calib_images: int = typer.Option(256, "--calib-images", metavar="N",
-                                     help="--int8: training images to calibrate on (fewer if the set is smaller)."),
+    calib_images: Optional[int] = typer.Option(None, "--calib-images", metavar="N",
+                                               help="--int8: training images to calibrate on (default 256; "
+                                                    "fewer if the set is smaller)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Export a checkpoint to ONNX or TorchScript and prove it gives the checkpoint's answers."""
-    from cvtool.errors import GateFailed
-    from cvtool.export import exporter, parity
+    from cvtool.errors import GateFailed, InputError
+    from cvtool.export import exporter, parity, quantize
+
+    if calib_images is not None and not int8:
+        raise InputError("--calib-images is for --int8 (the images INT8 quantization is calibrated on)")
 
     request = exporter.Request(checkpoint=checkpoint_path, format=fmt.lower(), out=out, opset=opset,
                                dynamic_batch=dynamic_batch, half=half, check=check,
                                image_size=exporter.parse_size(image_size) if image_size else None,
                                check_metric=check_metric, max_drop=max_drop, overrides=overrides, int8=int8,
-                               calib_images=calib_images)
+                               calib_images=quantize.DEFAULT_IMAGES if calib_images is None else calib_images)
     try:
         result = exporter.export(request)
     except exporter.Mismatch as exc:

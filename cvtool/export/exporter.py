@@ -14,8 +14,8 @@ import cvtool
 from cvtool import config as cfglib
 from cvtool.engine import checkpoint
 from cvtool.errors import CvtoolError, InputError
-from cvtool.files import atomic_write, json_text
 from cvtool.export import check, graphs, parity, quantize, runtime, writer
+from cvtool.files import atomic_write, json_text
 from cvtool.tasks import registry
 from cvtool.tasks.registry import TaskSpec
 
