@@ -12,7 +12,6 @@ no class names and lists only images with objects; YOLO has no crowd flag.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import xml.etree.ElementTree as ET
@@ -24,6 +23,7 @@ import yaml
 from cvtool.data import bananas, detection
 from cvtool.data.records import Record, Source
 from cvtool.errors import InputError
+from cvtool.files import json_text
 
 TARGETS = ("coco", "yolo", "voc", "bananas")
 
@@ -76,7 +76,7 @@ def write_coco(source: Source, out: Path, copy: bool) -> list[str]:
                                     "iscrowd": int(crowd)})
         path = out / "annotations" / f"instances_{split}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": cats}))
+        path.write_text(json_text({"images": images, "annotations": annotations, "categories": cats}))
     return []
 
 

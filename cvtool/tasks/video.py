@@ -11,7 +11,6 @@ smooth their output over time (cvtool.ops.temporal), and report the flicker eith
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import torch
 from cvtool.data import video
 from cvtool.engine.progress import Reporter
 from cvtool.errors import InputError
-from cvtool.files import atomic_write
+from cvtool.files import atomic_write, json_text
 from cvtool.ops import temporal
 from cvtool.tasks import outputs
 from cvtool.tasks.registry import TaskSpec
@@ -103,7 +102,7 @@ class Run:
                     picture = self.steady(frame, picture)
                 self.held = picture
                 result.pop("image", None)
-                self.lines.append(json.dumps({"frame": frame.index, "time": frame.time, **result}))
+                self.lines.append(json_text({"frame": frame.index, "time": frame.time, **result}))
                 self.processed += 1
             self.writer.write(self.held)
         self.queue = []
