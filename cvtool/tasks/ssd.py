@@ -275,7 +275,8 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     pictures = (make_detector(cfg.detect, d.image_size), detect.first_samples(val), list(d.classes), cfg.detect.draw_threshold)
     return Task(
         name=SPEC.command, config=cfg, model=model,
-        train_data=train if train.augment else WithTargets(train, anchors, cfg.loss.iou_threshold),  # type: ignore[attr-defined]
+        train_data=(train if train.augment  # type: ignore[attr-defined]
+                    else WithTargets(train, anchors, cfg.loss.iou_threshold)),
         val_data=WithTargets(val, anchors, cfg.loss.iou_threshold),
         train_step=make_train_step(cfg.loss), evaluate=make_evaluate(cfg), columns=COLUMNS,
         best_metric="val_map50", best_mode="max",
