@@ -92,7 +92,7 @@ def draw_matrix(ax: Any, rows: list[list[float]], raw: list[list[int]], names: l
         return
     for i, row in enumerate(rows):
         for j, share in enumerate(row):
-            if raw[i][j] or i == j:
+            if raw[i][j] or (i == j and sum(raw[i])):
                 text = short(raw[i][j]) if counts else f"{share:.2f}"
                 ax.text(j, i, text, ha="center", va="center", fontsize=size,
                         color="white" if share > 0.5 else "black")
@@ -125,7 +125,7 @@ def pr_curves(numbers: dict[str, Any], path: Path) -> Path:
             ax.plot(recall, c["precision"], linewidth=1.5, label=f"{name}  AP50 {c['ap50']:.3f}")
         else:
             ax.plot(recall, c["precision"], linewidth=0.8, color="0.75")
-    if ranked:
+    if len(ranked) > 1:
         mean = [sum(c["precision"][k] for _, c in ranked) / len(ranked) for k in range(len(recall))]
         ax.plot(recall, mean, color="black", linewidth=2.5, label=f"all classes  mAP50 {sum(mean) / len(mean):.3f}")
     ax.set_xlim(0, 1)
@@ -134,7 +134,8 @@ def pr_curves(numbers: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel("precision")
     ax.grid(alpha=0.3)
     rest = "" if len(ranked) <= LEGEND_UP_TO else f" ({len(ranked) - len(named)} middle classes in grey)"
-    ax.set_title(f"precision-recall at IoU {numbers['iou']:g}, {len(ranked)} classes{rest}", fontsize="medium")
+    count = f"{len(ranked)} class" + ("es" if len(ranked) != 1 else "")
+    ax.set_title(f"precision-recall at IoU {numbers['iou']:g}, {count}{rest}", fontsize="medium")
     if ranked:
         ax.legend(fontsize="small", loc="lower left" if len(ranked) <= 4 else "center left",
                   bbox_to_anchor=None if len(ranked) <= 4 else (1.01, 0.5))
