@@ -125,6 +125,14 @@ def test_confusion_numbers_and_picture_for_2_and_120_classes(tmp_path, classes):
         assert [counts[i, j].item() for i, j in top] == [12, 12, 12]
 
 
+def test_a_perfect_120_class_matrix_is_drawn_too(tmp_path):
+    with eval_report.collecting() as held:
+        eval_report.record("confusion", torch.eye(120, dtype=torch.long) * 3)
+    numbers, files = eval_report.write(held, None, tmp_path)
+    assert numbers["per_class"]["119"] == {"precision": 1.0, "recall": 1.0, "support": 3}
+    assert png_size(files["confusion_matrix"])[0] > 0
+
+
 def test_nothing_collected_writes_nothing(tmp_path):
     with eval_report.collecting() as held:
         pass

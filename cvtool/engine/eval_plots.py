@@ -67,6 +67,10 @@ def confusion(numbers: dict[str, Any], path: Path, counts: bool = False) -> Path
     else:
         top = largest_confusions(rows, raw, TOP_CONFUSIONS)
         shown = sorted(involved(top, SHOWN_CLASSES))
+        if not shown:  # every item right: nothing to draw but the fact
+            fig = Figure(figsize=(6, 2))
+            fig.text(0.5, 0.5, f"{title}\nno confusions", ha="center", va="center")
+            return save(fig, path)
         side = 0.42 * len(shown) + 2.8
         fig = Figure(figsize=(side + 5, side), constrained_layout=True)
         ax, listing = fig.subplots(1, 2, width_ratios=(side, 5))
