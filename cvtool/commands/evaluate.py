@@ -19,6 +19,10 @@ def evaluate(
     overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                         help="Change the checkpoint's config: a.b=VALUE, e.g. data.root=DIR."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where confusion_matrix.png or pr_curves.png (and its "
+                                       "numbers as JSON) go; default: the checkpoint's run directory, or the export's folder."),
+    counts: bool = typer.Option(False, "--counts", help="Write counts (items or pixels) in the confusion matrix's "
+                                                        "cells instead of each true class's share."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     fail_under: list[str] = FAIL_UNDER,
     fail_over: list[str] = FAIL_OVER,
@@ -27,7 +31,7 @@ def evaluate(
     from cvtool.export import scoring
 
     gates = parse(fail_under, "under") + parse(fail_over, "over")
-    result = scoring.score(checkpoint_path, overrides, device)
+    result = scoring.score(checkpoint_path, overrides, device, out, counts)
     require_known(gates, result["metrics"], result["task"])
     result["gates"] = gating.check(gates, result["metrics"])
     if as_json:
@@ -43,6 +47,8 @@ def evaluate(
         typer.echo(f"  {name:<{width}}  {value:.4g}")
     for name, why in result.get("not_scored", {}).items():
         typer.echo(f"  {name}: not scored ({why})")
+    for name, path in result.get("pictures", {}).items():
+        typer.echo(f"  {name}: {path}")
     gating.enforce(result["gates"])
 
 

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from cvtool import config as c
 from cvtool.data import bananas
 from cvtool.data.bananas import to_tensor
+from cvtool.engine import eval_report
 from cvtool.engine.task import StepOutput, Task
 from cvtool.models.tinyssd import RATIOS, SIZES, TinySSD
 from cvtool.ops.boxes import multibox_detection, multibox_target
@@ -260,6 +261,7 @@ def make_evaluate(cfg: Config):
         if images == 0:
             return {}
         ap = meter.compute()
+        eval_report.record("detections", meter)
         return {"val_loss": (loss / images).item(), "val_class_err": (wrong / anchor_count).item(),
                 "val_bbox_mae": (abs_err / offset_count).item(), "val_map50": ap["map50"], "val_map": ap["map"],
                 **detect.per_class_ap50(meter, list(cfg.data.classes))}
