@@ -368,7 +368,7 @@ def test_num_classes_auto_on_the_detection_classes(tmp_path):
     assert ssd.build(c.load(ssd.Config, None, sets)).config.model.num_classes == 1
     two = ssd.build(c.load(ssd.Config, None, [*sets, "data.classes=[banana, apple]"]))
     assert two.config.model.num_classes == 2
-    with pytest.raises(c.ConfigError, match="model.num_classes is 2 but data.classes holds 1 classes"):
+    with pytest.raises(c.ConfigError, match=r"model.num_classes is 2 but .*bananas .*holds 1 classes"):
         ssd.build(c.load(ssd.Config, None, [*sets, "model.num_classes=2"]))
 
 
