@@ -106,7 +106,7 @@ def test_check_metric_records_both_and_the_difference(trained, tmp_path):
     result = json.loads(out)
     parity = result["metric_parity"]
     assert code == 0 and parity["ok"] and [g["metric"] for g in parity["gates"]] == ["val_map"]
-    assert set(parity["checkpoint_metrics"]) == {"val_map50", "val_map"} == set(parity["difference"])
+    assert set(parity["checkpoint_metrics"]) == {"val_map50", "val_map", "val_ap50/banana"} == set(parity["difference"])
     assert all(abs(d) < 1e-5 for d in parity["difference"].values())
     meta = json.loads(Path(result["meta"]).read_text())
     assert meta["metric_parity"] == parity
