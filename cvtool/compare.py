@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cvtool import runs as runlib  # noqa: E402
+from cvtool.callable import make_callable  # noqa: E402
 from cvtool.errors import InputError  # noqa: E402
 
 NOT_CURVES = {"epoch", "step", "lr", "epoch_seconds", "images_per_second"}
@@ -154,9 +155,10 @@ def draw(loaded: list[Loaded], names: list[str], groups: dict[str, list[str]], x
     return path
 
 
-def compare(run_dirs: list[Path], metric: str | None = None, out: Path = Path("compare.png"),
+def compare(run_dirs: list[Path], metric: str | None = None, out: Path | None = Path("compare.png"),
             title: str | None = None) -> dict[str, Any]:
-    """Overlay the runs' curves into ``out``; the result names the differing keys and each run's best."""
+    """Overlay the runs' curves into ``out`` (None: no picture); the result names the differing
+    keys and each run's best."""
     if len(run_dirs) < 2:
         raise InputError("compare needs at least two runs")
     loaded = [load(Path(d)) for d in run_dirs]
@@ -181,6 +183,10 @@ def compare(run_dirs: list[Path], metric: str | None = None, out: Path = Path("c
         value, at = best_of(run.rows, metric, mode, x)
         table.append({"run_dir": str(run.run_dir), "label": name, "best": value, x: at,
                       "epochs": max((r.get(x, 0) for r in run.rows), default=0)})
-    draw(loaded, names, groups, x, out, title or f"{tasks[0]}: {len(loaded)} runs (best {metric}: {mode})")
+    if out is not None:
+        draw(loaded, names, groups, x, out, title or f"{tasks[0]}: {len(loaded)} runs (best {metric}: {mode})")
     return {"task": tasks[0], "metric": metric, "mode": mode, "x": x, "runs": table,
-            "differing": diff, "picture": str(out)}
+            "differing": diff, "picture": None if out is None else str(out)}
+
+
+make_callable(__name__)  # cvtool.compare(...) is cvtool.api.compare

@@ -1,10 +1,9 @@
-"""Typed run configuration: YAML in, validated dataclasses out.
+"""Typed run configuration: YAML in, validated dataclasses out; called, ``cvtool.config(command)``.
 
-Every task's config is a dataclass of sections (data, model, optim, sched, train, ...).
-A field's ``metadata`` holds its one-line help (printed by ``cvtool config show``) and
-its valid range, so the schema, the defaults, the docs and the checks live in one place.
-Loading never guesses: unknown keys, wrong types and out-of-range values are errors
-that name the dotted key and, for a misspelling, the nearest valid one.
+Every task's config is a dataclass of sections (data, model, optim, sched, train, ...). A field's ``metadata``
+holds its one-line help (``cvtool config show``) and its valid range, so the schema, defaults, docs and checks
+live in one place. Loading never guesses: unknown keys, wrong types and out-of-range values are errors that
+name the dotted key and, for a misspelling, the nearest valid one.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from typing import Any, Literal, Protocol, Union
 
 import yaml
 
+from cvtool.callable import make_callable
 from cvtool.errors import InputError
 
 
@@ -121,9 +121,8 @@ class LogConfig:
 
 
 class TaskConfig(Protocol):
-    """What the trainer reads from every trainable task's config; each task's ``Config``
-    dataclass has these four sections (subclasses of the ones above) plus its own; a ``log``
-    section (LogConfig) is optional: without one the run writes no TensorBoard events."""
+    """What the trainer reads from every trainable task's config; each task's ``Config`` dataclass has these
+    four sections (subclasses of the ones above) plus its own; a ``log`` section (LogConfig) is optional."""
 
     data: DataConfig
     optim: OptimConfig
@@ -396,3 +395,6 @@ def render_section(obj: Any, depth: int, lines: list[str]) -> None:
             text = text.replace("\n...", "").removesuffix("...").strip()
         comment = field_help(f)
         lines.append(f"{pad}{f.name}: {text}" + (f"  # {comment}" if comment else ""))
+
+
+make_callable(__name__)  # cvtool.config(command) is cvtool.api.config

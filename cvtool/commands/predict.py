@@ -28,7 +28,8 @@ def predict(
                                     "may use; OMP_NUM_THREADS, when set, replaces auto)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace files already in --out (default: stop, exit 2)."),
     as_json: bool = typer.Option(False, "--json",
-                                 help="Print JSON: a list, one object per image (--kaggle-test: one object)."),
+                                 help="Print JSON: a list, one object per image (--kaggle-test: one object); "
+                                      "boxes are x1, y1, x2, y2 in the image's pixels, clipped to it."),
 ) -> None:
     """Run a trained checkpoint, or a model `cvtool export` wrote, on images (it says which task it is)."""
     from cvtool.engine import checkpoint, runtime, threads

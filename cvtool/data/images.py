@@ -23,13 +23,18 @@ def load_rgb(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                img = img.point(lambda v: v / 256).convert("L")
-            return img.convert("RGB")
+            return rgb(img)
     except FileNotFoundError:
         raise InputError(f"image {path} does not exist") from None
     except UNREADABLE as exc:
         raise InputError(f"cannot read image {path}: {exc}") from None
+
+
+def rgb(img: Image.Image) -> Image.Image:
+    """Any mode as RGB (16-bit grey scaled to 8 bits first): what every model here reads."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        img = img.point(lambda v: v / 256).convert("L")
+    return img.convert("RGB")
 
 
 def header_size(path: str | Path, problem: Callable[[Exception], str]) -> tuple[int, int]:

@@ -1,0 +1,200 @@
+"""cvtool from Python: train, load, predict, evaluate, export, stylize, list and compare runs.
+
+    import cvtool
+    run = cvtool.train("train-ssd", config="configs/demo/ssd.yaml", overrides={"optim.lr": 0.01})
+    model = cvtool.load(run.checkpoints["best"])
+    model.predict("photo.jpg")[0].draw()
+
+Every function is a ``cvtool`` command without the argument parsing: the same config loading
+and checks, the same files, the same numbers. Mistakes raise ``cvtool.errors`` exceptions with
+the line the CLI prints (InputError, MissingResource, GateFailed, Interrupted), never SystemExit.
+Nothing heavy is imported before a function is called. docs/python.md walks through it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple
+
+from PIL import Image
+
+from cvtool.errors import InputError, Interrupted
+from cvtool.inputs import staged
+from cvtool.model import Model, load
+from cvtool.resolve import Overrides, load_config
+from cvtool.results import Classification, Detections, Result, Segmentation
+
+__all__ = ["train", "Run", "Best", "load", "Model", "Result", "Classification", "Detections", "Segmentation",
+           "stylize", "runs", "compare", "config", "commands"]
+
+ConfigArg = str | os.PathLike | Mapping[str, Any] | None
+
+
+class Best(NamedTuple):
+    """The run's best epoch by its task's metric (value None: no epoch was scored)."""
+
+    metric: str | None
+    value: float | None
+    epoch: int | None
+
+
+@dataclass(repr=False)
+class Run:
+    """A run directory read back: what ``cvtool.train`` returns and ``Run.open(dir)`` reads."""
+
+    run_dir: Path
+    status: str
+    best: Best
+    final: dict[str, Any]
+    history: list[dict[str, Any]]
+    checkpoints: dict[str, Path]
+    summary: dict[str, Any]
+
+    @classmethod
+    def open(cls, run_dir: str | os.PathLike) -> "Run":
+        """The run in ``run_dir`` (summary.json, metrics.csv, checkpoints/)."""
+        from cvtool.runs import read_json, read_metrics
+
+        folder = Path(run_dir)
+        try:
+            summary = read_json(folder / "summary.json")
+        except ValueError as exc:
+            raise InputError(f"{folder} is not a finished or running run directory: {exc}") from None
+        best = summary.get("best") if isinstance(summary.get("best"), dict) else {}
+        history = [{k: int(v) if k in ("epoch", "step") else v for k, v in row.items()} for row in read_metrics(folder)]
+        checkpoints = {name: folder / "checkpoints" / f"{name}.pt" for name in ("best", "last")}
+        return cls(run_dir=folder, status=str(summary.get("status")),
+                   best=Best(best.get("metric"), best.get("value"), best.get("epoch")),
+                   final=dict(summary.get("final") or {}), history=history,
+                   checkpoints={k: p for k, p in checkpoints.items() if p.is_file()}, summary=summary)
+
+    def __repr__(self) -> str:
+        best = self.best
+        scored = f", best {best.metric} {best.value:.4g} at epoch {best.epoch}" if best.value is not None else ""
+        return f"Run({str(self.run_dir)!r}, {self.status}{scored})"
+
+    def _repr_png_(self) -> bytes | None:
+        """A notebook shows the run's curves.png."""
+        curves = self.run_dir / "curves.png"
+        return curves.read_bytes() if curves.is_file() else None
+
+    def load(self, which: str = "best", *, device: str | None = None) -> Model:
+        """The run's ``best`` or ``last`` checkpoint as a Model."""
+        if which not in self.checkpoints:
+            raise InputError(f"{self.run_dir} has no checkpoints/{which}.pt")
+        return load(self.checkpoints[which], device=device)
+
+
+def train(command: str, *, config: ConfigArg = None, overrides: Overrides = None, out: str | os.PathLike | None = None,
+          epochs: int | None = None, device: str | None = None, seed: int | None = None,
+          resume: bool | str | os.PathLike | None = None, max_steps: int | None = None, quiet: bool = False) -> Run:
+    """Train ``command`` (e.g. "train-ssd") as ``cvtool <command>`` does; the finished Run.
+
+    ``config``: a YAML file or a dict; ``overrides``: dotted keys ({"optim.lr": 0.1}), checked
+    like ``--set``; ``resume``: True continues ``out``'s last checkpoint, a path that checkpoint.
+    Progress is a live bar on a terminal or in a notebook, lines in a log, nothing when ``quiet``.
+    Ctrl-C (a notebook's interrupt) saves ``last.pt`` and raises ``Interrupted``, whose
+    ``resume`` is the call that continues the run.
+    """
+    given = {"config": config if isinstance(config, Mapping) or config is None else str(config),
+             "overrides": overrides, "out": out, "epochs": epochs, "device": device, "seed": seed,
+             "resume": resume, "max_steps": max_steps}
+    argv = ["cvtool.train", command, *(f"{k}={v!r}" for k, v in given.items() if v is not None)]
+    stopped: dict[str, Any] = {}
+    try:
+        result = start_training(command, config=config, overrides=overrides, out=out, epochs=epochs,
+                                device=device, seed=seed, resume=resume, max_steps=max_steps, argv=argv,
+                                stream=sys.stdout, quiet=quiet,
+                                on_stop=lambda status, run_dir, exc: stopped.update(run_dir=run_dir))
+    except Interrupted as exc:
+        if exc.resume is None or stopped.get("run_dir") is None:
+            raise
+        call = f"cvtool.train({command!r}, out={str(stopped['run_dir'])!r}, resume=True)"
+        raise Interrupted(str(exc).replace(exc.resume, call), resume=call) from None
+    return Run.open(result.run_dir)
+
+
+def start_training(command: str, *, config: ConfigArg, overrides: Overrides, out: str | os.PathLike | None,
+                   epochs: int | None, device: str | None, seed: int | None, resume: bool | str | os.PathLike | None,
+                   max_steps: int | None, argv: list[str], stream: Any, quiet: bool = False,
+                   on_stop: Any = None) -> Any:
+    """The training both ``train`` and the CLI's train commands run; engine.run's Result."""
+    from cvtool.engine import checkpoint, run
+    from cvtool.tasks import registry
+
+    spec = registry.get(command)
+    if spec.build is None:
+        raise InputError(f"{command} has no training loop" + ("; use cvtool.stylize" if command == "stylize" else ""))
+    out = None if out is None else str(out)
+    ckpt, path = None, None
+    if resume is not None and resume is not False:
+        path, out = run.resume_source(run.RESUME_LAST if resume is True else str(resume), out)
+        ckpt = checkpoint.load(path)
+        if ckpt.get("task") != spec.command:
+            raise InputError(f"checkpoint {path} is from {ckpt.get('task')}, not {spec.command}")
+    flags = {"train.epochs": epochs, "train.device": device, "train.seed": seed, "train.max_steps": max_steps}
+    cfg = load_config(spec.config, config, overrides, flags, base=ckpt["config"] if ckpt else None)
+    if ckpt is not None:
+        run.check_resumable(cfg, ckpt, path)
+    return run.train(spec.command, spec.build, cfg, out=out, argv=argv, stream=stream, resume_from=ckpt,
+                     resume_path=path, on_stop=on_stop, family=spec.family, quiet=quiet)
+
+
+def stylize(content: Any, style: Any, *, output: str | os.PathLike | None = None, overrides: Overrides = None,
+            steps: int | None = None, size: int | tuple[int, int] | str | None = None, device: str | None = None,
+            preserve_color: bool | None = None, seed: int | None = None, quiet: bool = False) -> Image.Image:
+    """``content`` painted in the style of ``style`` (paths or in-memory images) as ``cvtool
+    stylize`` paints it; the picture, also written to ``output`` when given. ``size``: (H, W),
+    the longer side, or "H,W"; ``overrides``: its dotted config keys ({"loss.style_weight": 1e5})."""
+    from cvtool.engine.progress import Reporter
+    from cvtool.tasks import registry
+    from cvtool.tasks import stylize as st
+
+    if isinstance(size, str):
+        size = st.parse_size(size)
+    flags = {"image.size": list(size) if isinstance(size, tuple) else size, "optim.steps": steps,
+             "run.device": device, "image.preserve_color": preserve_color, "run.seed": seed}
+    cfg = load_config(registry.get("stylize").config, None, overrides, flags)
+    with staged([content, style]) as (inputs, private):
+        target = Path(output) if output is not None else private / "stylized.png"
+        st.stylize(cfg, inputs[0].path, inputs[1].path, target, reporter=Reporter(sys.stdout, quiet=quiet),
+                   argv=["cvtool.stylize"])
+        with Image.open(target) as picture:
+            return picture.convert("RGB")
+
+
+def runs(folder: str | os.PathLike = ".", *, task: str | None = None) -> list[dict[str, Any]]:
+    """The runs at or under ``folder``, oldest first: ``cvtool runs --json``'s list."""
+    from cvtool.runs import list_runs
+
+    return [info.to_json() for info in list_runs([Path(folder)], task)]
+
+
+def compare(runs: list[Any], *, picture: str | os.PathLike | None = None, metric: str | None = None,
+            title: str | None = None) -> dict[str, Any]:
+    """Two or more runs of one task (Run objects or run directories): ``cvtool compare --json``'s
+    object; with ``picture``, their curves overlaid into that PNG."""
+    from cvtool.compare import compare as overlay
+
+    folders = [r.run_dir if isinstance(r, Run) else Path(r) for r in runs]
+    return overlay(folders, metric, Path(picture) if picture is not None else None, title)
+
+
+def config(command: str) -> dict[str, Any]:
+    """``command``'s default config as a dict (``cvtool config show`` prints it with comments);
+    change it and pass it to ``train(config=...)``."""
+    from cvtool import config as cfglib
+    from cvtool.tasks import registry
+
+    return cfglib.to_dict(registry.get(command).config())
+
+
+def commands() -> list[str]:
+    """The task commands: those ``train`` and ``config`` take (and stylize)."""
+    from cvtool.tasks import registry
+
+    return [spec.command for spec in registry.specs()]
+
