@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from cvtool import runs as runlib  # noqa: E402
-from cvtool.callable import make_callable  # noqa: E402
-from cvtool.errors import InputError  # noqa: E402
+from cvtool import runs as runlib
+from cvtool.callable import make_callable
+from cvtool.errors import InputError
 
 NOT_CURVES = {"epoch", "step", "lr", "epoch_seconds", "images_per_second"}
 LEGEND_KEYS = 3  # differing keys named in a legend entry; the rest are in the table
@@ -119,8 +118,9 @@ def draw(loaded: list[Loaded], names: list[str], groups: dict[str, list[str]], x
          title: str) -> Path:
     cols = min(3, len(groups))
     rows = -(-len(groups) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows + 0.9), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(5.2 * cols, 3.8 * rows + 0.9))  # no pyplot: a notebook's backend stays as it is
+    axes = fig.subplots(rows, cols, squeeze=False)
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (metric, columns) in zip(axes.flat, groups.items()):
         for i, run in enumerate(loaded):
             for column in columns:
@@ -141,16 +141,15 @@ def draw(loaded: list[Loaded], names: list[str], groups: dict[str, list[str]], x
             ax.set_ylabel(f"{metric} (log scale)")
     for ax in list(axes.flat)[len(groups):]:
         ax.set_axis_off()
-    handles = [plt.Line2D([], [], color="grey", linestyle="--", label="train"),
-               plt.Line2D([], [], color="grey", linestyle="-", label="val")]
-    handles += [plt.Line2D([], [], color=colors[i % len(colors)], label=name) for i, name in enumerate(names)]
+    handles = [Line2D([], [], color="grey", linestyle="--", label="train"),
+               Line2D([], [], color="grey", linestyle="-", label="val")]
+    handles += [Line2D([], [], color=colors[i % len(colors)], label=name) for i, name in enumerate(names)]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3), fontsize="small", frameon=False)
     fig.suptitle("\n".join(textwrap.wrap(title, width=int(5.2 * cols * 11))))
     legend_rows = -(-len(handles) // 3)
     fig.tight_layout(rect=(0, min(0.4, 0.06 * legend_rows + 0.02), 1, 1))
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     tmp.replace(path)
     return path
 

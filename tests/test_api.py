@@ -199,3 +199,12 @@ def test_config_and_commands(cli):
     defaults = cvtool.config("train-ssd")
     defaults["optim"]["lr"] = 0.5
     assert cvtool.config("train-ssd")["optim"]["lr"] != 0.5  # a fresh copy each call
+
+
+def test_no_picture_switches_a_notebooks_matplotlib_backend():
+    """Figures are made with matplotlib.figure.Figure: pyplot (and matplotlib.use) would change the
+    backend a notebook plots inline with, the moment a run drew its curves."""
+    package = Path(cvtool.__file__).parent
+    offenders = [str(p.relative_to(package)) for p in package.rglob("*.py")
+                 if "matplotlib.pyplot" in p.read_text(encoding="utf-8") or "matplotlib.use(" in p.read_text(encoding="utf-8")]
+    assert not offenders
