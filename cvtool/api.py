@@ -104,10 +104,10 @@ def train(command: str, *, config: ConfigArg = None, overrides: Overrides = None
              "resume": resume, "max_steps": max_steps}
     argv = ["cvtool.train", command, *(f"{k}={v!r}" for k, v in given.items() if v is not None)]
     stopped: dict[str, Any] = {}
+    flags = {"train.epochs": epochs, "train.device": device, "train.seed": seed, "train.max_steps": max_steps}
     try:
-        result = start_training(command, config=config, overrides=overrides, out=out, epochs=epochs,
-                                device=device, seed=seed, resume=resume, max_steps=max_steps, argv=argv,
-                                stream=sys.stdout, quiet=quiet,
+        result = start_training(command, config=config, overrides=overrides, out=out, flags=flags,
+                                resume=run_last(resume), argv=argv, stream=sys.stdout, quiet=quiet,
                                 on_stop=lambda status, run_dir, exc: stopped.update(run_dir=run_dir))
     except Interrupted as exc:
         if exc.resume is None or stopped.get("run_dir") is None:
@@ -117,11 +117,18 @@ def train(command: str, *, config: ConfigArg = None, overrides: Overrides = None
     return Run.open(result.run_dir)
 
 
+def run_last(resume: bool | str | os.PathLike | None) -> str | None:
+    """``train``'s ``resume`` as the CLI's: True is ``--resume`` without a path (``out``'s last.pt)."""
+    from cvtool.engine.run import RESUME_LAST
+
+    return RESUME_LAST if resume is True else None if resume is None or resume is False else str(resume)
+
+
 def start_training(command: str, *, config: ConfigArg, overrides: Overrides, out: str | os.PathLike | None,
-                   epochs: int | None, device: str | None, seed: int | None, resume: bool | str | os.PathLike | None,
-                   max_steps: int | None, argv: list[str], stream: Any, quiet: bool = False,
+                   flags: dict[str, Any], resume: str | None, argv: list[str], stream: Any, quiet: bool = False,
                    on_stop: Any = None) -> Any:
-    """The training both ``train`` and the CLI's train commands run; engine.run's Result."""
+    """The training ``train`` and the CLI's train commands run: ``flags`` are typed dotted config
+    keys (None: not given), ``resume`` a checkpoint path or engine.run.RESUME_LAST; engine.run's Result."""
     from cvtool.engine import checkpoint, run
     from cvtool.tasks import registry
 
@@ -130,12 +137,11 @@ def start_training(command: str, *, config: ConfigArg, overrides: Overrides, out
         raise InputError(f"{command} has no training loop" + ("; use cvtool.stylize" if command == "stylize" else ""))
     out = None if out is None else str(out)
     ckpt, path = None, None
-    if resume is not None and resume is not False:
-        path, out = run.resume_source(run.RESUME_LAST if resume is True else str(resume), out)
+    if resume is not None:
+        path, out = run.resume_source(resume, out)
         ckpt = checkpoint.load(path)
         if ckpt.get("task") != spec.command:
             raise InputError(f"checkpoint {path} is from {ckpt.get('task')}, not {spec.command}")
-    flags = {"train.epochs": epochs, "train.device": device, "train.seed": seed, "train.max_steps": max_steps}
     cfg = load_config(spec.config, config, overrides, flags, base=ckpt["config"] if ckpt else None)
     if ckpt is not None:
         run.check_resumable(cfg, ckpt, path)
@@ -150,27 +156,38 @@ def stylize(content: Any, style: Any, *, output: str | os.PathLike | None = None
     stylize`` paints it; the picture, also written to ``output`` when given. ``size``: (H, W),
     the longer side, or "H,W"; ``overrides``: its dotted config keys ({"loss.style_weight": 1e5})."""
     from cvtool.engine.progress import Reporter
-    from cvtool.tasks import registry
-    from cvtool.tasks import stylize as st
 
-    if isinstance(size, str):
-        size = st.parse_size(size)
     flags = {"image.size": list(size) if isinstance(size, tuple) else size, "optim.steps": steps,
              "run.device": device, "image.preserve_color": preserve_color, "run.seed": seed}
-    cfg = load_config(registry.get("stylize").config, None, overrides, flags)
     with staged([content, style]) as (inputs, private):
         target = Path(output) if output is not None else private / "stylized.png"
-        st.stylize(cfg, inputs[0].path, inputs[1].path, target, reporter=Reporter(sys.stdout, quiet=quiet),
-                   argv=["cvtool.stylize"])
+        stylize_files(inputs[0].path, inputs[1].path, target, overrides=overrides, flags=flags,
+                      reporter=Reporter(sys.stdout, quiet=quiet), argv=["cvtool.stylize"])
         with Image.open(target) as picture:
             return picture.convert("RGB")
 
 
-def runs(folder: str | os.PathLike = ".", *, task: str | None = None) -> list[dict[str, Any]]:
-    """The runs at or under ``folder``, oldest first: ``cvtool runs --json``'s list."""
+def stylize_files(content: Path, style: Path, output: Path, *, config: ConfigArg = None, overrides: Overrides = None,
+                  flags: dict[str, Any], reporter: Any, argv: list[str], out_dir: Path | None = None,
+                  force: bool = False) -> dict[str, Any]:
+    """``cvtool stylize`` on files: ``flags`` are typed dotted config keys (``image.size`` may be
+    "H,W" text); the run's report (output, size, seconds, run_dir ...)."""
+    from cvtool.tasks import registry
+    from cvtool.tasks import stylize as st
+
+    if isinstance(flags.get("image.size"), str):
+        flags = {**flags, "image.size": st.parse_size(flags["image.size"])}
+    cfg = load_config(registry.get("stylize").config, config, overrides, flags)
+    return st.stylize(cfg, content, style, output, out_dir=out_dir, reporter=reporter, force=force, argv=argv)
+
+
+def runs(folder: str | os.PathLike | list[str | os.PathLike] = ".", *, task: str | None = None) -> list[dict[str, Any]]:
+    """The runs at or under ``folder`` (or several folders), oldest first; with ``task``, that
+    task's only: ``cvtool runs --json``'s list."""
     from cvtool.runs import list_runs
 
-    return [info.to_json() for info in list_runs([Path(folder)], task)]
+    folders = folder if isinstance(folder, (list, tuple)) else [folder]
+    return [info.to_json() for info in list_runs([Path(f) for f in folders], task)]
 
 
 def compare(runs: list[Any], *, picture: str | os.PathLike | None = None, metric: str | None = None,

@@ -15,7 +15,7 @@ from typing import Any
 
 from cvtool import config as cfglib
 from cvtool.errors import InputError
-from cvtool.inputs import Staged, staged
+from cvtool.inputs import Staged, expand_images, staged
 from cvtool.resolve import Overrides, load_config
 from cvtool.results import Classification, Detections, Result, Segmentation, read_mask
 from cvtool.tasks import registry
@@ -84,9 +84,10 @@ class Model:
             outputs.refuse_existing([Path(options.get("out") or ".") / "submission.csv"], bool(options.get("overwrite")))
         if options.get("threshold") is not None:
             self.check_option("threshold")
+        paths = expand_images([Path(p) for p in paths])
         net, dev = self.network()
         given = {k: v for k, v in options.items() if v is not None and v is not False}
-        return self._spec.predict(net, self._cfg, self.metadata, list(paths), dev, given)
+        return self._spec.predict(net, self._cfg, self.metadata, paths, dev, given)
 
     def check_option(self, option: str) -> None:
         """A task-specific option is only for the tasks whose spec accepts it."""
@@ -108,18 +109,14 @@ class Model:
             close = difflib.get_close_matches(unknown[0], PREDICT_OPTIONS, n=1)
             raise InputError(f"unknown predict option {unknown[0]!r}" + (f"; did you mean {close[0]!r}?" if close
                              else f"; known: {', '.join(PREDICT_OPTIONS)}"))
-        if self._spec.family == "segment" and options.get("out") is None:
-            with staged(images) as (inputs, private):  # masks are read back from a private folder
-                entries = self.predict_files([i.path for i in inputs], **{**options, "out": private / "out"})
-                results = [self.result(entry, item) for entry, item in zip(entries, inputs)]
-                for r in results:
-                    r._entry.update(mask=None, overlay=None)  # nothing was written for the caller
-                return results
-        with staged(images) as (inputs, _):
-            entries = self.predict_files([i.path for i in inputs], **options)
-            return [self.result(entry, item) for entry, item in zip(entries, inputs)]
+        written = self.family != "segment" or options.get("out") is not None
+        with staged(images) as (inputs, private):  # a segmenter without ``out`` writes into the private folder
+            given = options if written else {**options, "out": private / "out"}
+            entries = self.predict_files([i.path for i in inputs], **given)
+            return [self.result(entry, item, written) for entry, item in zip(entries, inputs)]
 
-    def result(self, entry: dict[str, Any], item: Staged) -> Result:
+    def result(self, entry: dict[str, Any], item: Staged, written: bool = True) -> Result:
+        """``entry`` as a result object; ``written`` False: its mask files are private (read, then not named)."""
         entry = {**entry, "image": item.source}
         if self.family == "detect":
             return Detections(entry, item.image, item.source, self.classes)
@@ -128,7 +125,10 @@ class Model:
 
             with Image.open(entry["overlay"]) as picture:
                 overlay = picture.convert("RGB")
-            return Segmentation(entry, item.image, item.source, read_mask(Path(entry["mask"])), overlay, self.classes)
+            mask = read_mask(Path(entry["mask"]))
+            if not written:
+                entry.update(mask=None, overlay=None)
+            return Segmentation(entry, item.image, item.source, mask, overlay, self.classes)
         return Classification(entry, item.image, item.source)
 
     # ------------------------------------------------------------------ evaluate, export
@@ -136,32 +136,7 @@ class Model:
     def evaluate(self, overrides: Overrides = None) -> dict[str, Any]:
         """The checkpoint scored on its task's validation set: ``cvtool eval --json``'s object.
         ``overrides`` change the checkpoint's config (``{"data.root": "DIR"}``), as ``--set`` does."""
-        from cvtool.engine import evaluation, placement, runtime, threads
-
-        spec, ckpt = self._spec, self.checkpoint("eval")
-        if spec.build is None:
-            raise InputError(f"checkpoint {self.path} is from {self.task}, which has no validation set")
-        cfg = load_config(spec.config, None, overrides, {"train.device": self.device}, base=ckpt["config"],
-                          settings=spec.eval_settings)
-        dev = runtime.select_device(cfg.train.device)
-        cfg.train.channels_last = placement.channels_last_for(cfg.train.channels_last, dev, spec.family)
-        threads.start(cfg.train.threads, cfg.data.num_workers)
-        runtime.seed_everything(cfg.train.seed)
-        task = spec.build(cfg)
-        trained_on = ckpt.get("metadata", {}).get("classes")
-        found = task.metadata.get("classes")
-        if trained_on is not None and found not in (None, trained_on):
-            raise InputError(f"{cfg.data.root} has other classes ({few(found)}) than checkpoint {self.path} "
-                             f"was trained on ({few(trained_on)})")
-        if len(task.val_data) == 0:
-            raise InputError(f"{self.task}'s validation set is empty with this config (data.root {cfg.data.root}); "
-                             f"a run on every labelled image has nothing left to score")
-        from cvtool.engine import checkpoint
-
-        checkpoint.load_weights(task.model, ckpt, self.path)
-        metrics = evaluation.score(task, dev)
-        return {"task": self.task, "checkpoint": str(self.path), "epoch": ckpt.get("epoch"),
-                "data_root": str(cfg.data.root), "items": len(task.val_data), "device": str(dev), "metrics": metrics}
+        return evaluate_checkpoint(self.path, overrides, self.device, ckpt=self.checkpoint("eval"))
 
     def export(self, format: str = "onnx", out: str | Path | None = None, **options: Any) -> Path:
         """Write the model as ONNX or TorchScript (checked against the checkpoint first); the
@@ -171,29 +146,65 @@ class Model:
 
     def export_report(self, format: str = "onnx", out: str | Path | None = None, **options: Any) -> dict[str, Any]:
         """``cvtool export --json``'s object (raises exporter.Mismatch, an InputError, when the check fails)."""
-        from cvtool.export import exporter
-
         self.checkpoint("export")
-        fields = [f.name for f in dataclasses.fields(exporter.Request) if f.name not in ("checkpoint", "format", "out")]
-        for name in options:
-            if name not in fields:
-                close = difflib.get_close_matches(name, fields, n=1)
-                raise InputError(f"unknown export option {name!r}" + (f"; did you mean {close[0]!r}?" if close
-                                 else f"; known: {', '.join(fields)}"))
-        size = options.get("image_size")
-        if isinstance(size, (str, int)):
-            options["image_size"] = exporter.parse_size(str(size))
-        elif size is not None:
-            options["image_size"] = tuple(int(v) for v in size)
-        request = exporter.Request(checkpoint=self.path, format=str(format).lower(),
-                                   out=Path(out) if out is not None else None, **options)
-        return exporter.export(request)
+        return export_checkpoint(self.path, format, out, **options)
 
     def checkpoint(self, what: str) -> dict[str, Any]:
         if self._ckpt is None:
             raise InputError(f"{self.path} is an exported model; cvtool {what} takes the checkpoint (.pt) "
                              "it was exported from")
         return self._ckpt
+
+
+def evaluate_checkpoint(path: Path, overrides: Overrides = None, device: str | None = None,
+                        ckpt: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``cvtool eval``: the checkpoint at ``path`` scored on its task's validation set, as training scores it."""
+    from cvtool.engine import checkpoint, evaluation, placement, runtime, threads
+
+    ckpt = ckpt if ckpt is not None else checkpoint.load(path)
+    spec = registry.get(ckpt["task"])
+    if spec.build is None:
+        raise InputError(f"checkpoint {path} is from {spec.command}, which has no validation set")
+    cfg = load_config(spec.config, None, overrides, {"train.device": device}, base=ckpt["config"],
+                      settings=spec.eval_settings)
+    dev = runtime.select_device(cfg.train.device)
+    cfg.train.channels_last = placement.channels_last_for(cfg.train.channels_last, dev, spec.family)
+    threads.start(cfg.train.threads, cfg.data.num_workers)
+    runtime.seed_everything(cfg.train.seed)
+    task = spec.build(cfg)
+    trained_on = ckpt.get("metadata", {}).get("classes")
+    found = task.metadata.get("classes")
+    if trained_on is not None and found not in (None, trained_on):
+        raise InputError(f"{cfg.data.root} has other classes ({few(found)}) than checkpoint {path} "
+                         f"was trained on ({few(trained_on)})")
+    if len(task.val_data) == 0:
+        raise InputError(f"{spec.command}'s validation set is empty with this config (data.root {cfg.data.root}); "
+                         f"a run on every labelled image has nothing left to score")
+    checkpoint.load_weights(task.model, ckpt, path)
+    metrics = evaluation.score(task, dev)
+    return {"task": spec.command, "checkpoint": str(path), "epoch": ckpt.get("epoch"), "data_root": str(cfg.data.root),
+            "items": len(task.val_data), "device": str(dev), "metrics": metrics}
+
+
+def export_checkpoint(path: Path, format: str = "onnx", out: str | Path | None = None, **options: Any) -> dict[str, Any]:
+    """``cvtool export``: the checkpoint at ``path`` as a checked ONNX or TorchScript model; the
+    export's report. ``options`` are the command's (opset, dynamic_batch, image_size, half, check)."""
+    from cvtool.export import exporter
+
+    fields = [f.name for f in dataclasses.fields(exporter.Request) if f.name not in ("checkpoint", "format", "out")]
+    for name in options:
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=1)
+            raise InputError(f"unknown export option {name!r}" + (f"; did you mean {close[0]!r}?" if close
+                             else f"; known: {', '.join(fields)}"))
+    size = options.get("image_size")
+    if isinstance(size, (str, int)):
+        options["image_size"] = exporter.parse_size(str(size))
+    elif size is not None:
+        options["image_size"] = tuple(int(v) for v in size)
+    request = exporter.Request(checkpoint=Path(path), format=str(format).lower(),
+                               out=Path(out) if out is not None else None, **options)
+    return exporter.export(request)
 
 
 def few(names: list[Any], shown: int = 4) -> str:

@@ -29,7 +29,7 @@ class Result:
         self.source = source
 
     @property
-    def image(self) -> Image.Image:
+    def input(self) -> Image.Image:
         """The input as the model saw it: RGB, its own size."""
         if self._image is None:
             from cvtool.data.images import load_rgb
@@ -71,7 +71,7 @@ class Classification(Result):
     def picture(self) -> Image.Image:
         """The image, enlarged when small, over its top classes."""
         lines = [f"{name}  {p:.3f}" for name, p in self.top[:3]]
-        return captioned(enlarged(self.image), lines)
+        return captioned(enlarged(self.input), lines)
 
 
 class Detections(Result):
@@ -101,7 +101,7 @@ class Detections(Result):
         from cvtool.tasks.detect import Detection, draw
 
         found = Detection(torch.from_numpy(self.boxes), torch.from_numpy(self.scores), torch.from_numpy(self.labels))
-        picture = draw(pil_to_tensor(self.image), found, 0.0, self.classes, min_side=READABLE)
+        picture = draw(pil_to_tensor(self.input), found, 0.0, self.classes, min_side=READABLE)
         return Image.fromarray(picture.permute(1, 2, 0).numpy())
 
     picture = draw
