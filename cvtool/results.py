@@ -3,8 +3,8 @@
 Each result keeps the entry ``cvtool predict --json`` prints for the image (``to_dict()``) and
 the image itself, so a notebook shows it (``_repr_png_``) and a script reads numbers and arrays:
 ``Classification`` (top classes), ``Detections`` (boxes in the image's pixels, clipped to it),
-``Segmentation`` (the class-index mask). The image is read from its file only when a picture
-is asked for.
+``Segmentation`` (the class-index mask), ``Stylized`` (a style network's picture). The input
+is read from its file only when a picture is asked for.
 """
 
 from __future__ import annotations
@@ -128,6 +128,20 @@ class Segmentation(Result):
         return self._overlay.copy()
 
     picture = overlay
+
+
+class Stylized(Result):
+    """A style network's output: ``image``, the input repainted at its own size."""
+
+    def __init__(self, entry: dict[str, Any], image: Image.Image | None, source: str | None, styled: Image.Image):
+        super().__init__(entry, image, source)
+        self.image = styled
+
+    def describe(self) -> str:
+        return f"{self.image.width}x{self.image.height}, image={self.source!r}"
+
+    def picture(self) -> Image.Image:
+        return self.image
 
 
 def label_of(name: str, classes: list[str]) -> int:
