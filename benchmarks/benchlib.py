@@ -67,7 +67,9 @@ def finish(record: dict[str, Any], json_path: Path | None) -> None:
           f"{record['native_bf16']}, torch {record['torch']}; {record['date']}; load average before "
           f"{record['load_before'][0]:.2f}, after {record['load_after'][0]:.2f}")
     if json_path is not None:
-        json_path.write_text(json.dumps(record, indent=2) + "\n")
+        from cvtool.files import json_text  # after the measurements: importing cvtool changes the environment
+
+        json_path.write_text(json_text(record, indent=2) + "\n")
 
 
 def add_common(parser) -> None:

@@ -154,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     record["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print_table(record)
     if args.json is not None:
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        from cvtool.files import json_text
+
+        args.json.write_text(json_text(record, indent=2) + "\n")
     return 0
 
 

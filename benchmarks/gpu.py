@@ -70,6 +70,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cvtool import config as cfglib
+from cvtool.files import json_text
 from cvtool.tasks import registry
 from cvtool.data import bananas, hotdog, kaggle_synth, voc
 from cvtool.data.batch_augment import hflip
@@ -676,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         record = {"device": name, "torch": torch.__version__, "quick": args.quick, "compile": args.compile,
                   "workers": args.workers, "total_seconds": round(total, 1), "rows": [asdict(r) for r in rows],
                   "goals": goals(rows, name), "failed": failed}
-        args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        args.json.write_text(json_text(record, indent=2) + "\n", encoding="utf-8")
     return 1 if failed else 0
 
 

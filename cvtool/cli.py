@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import typer
 
 import cvtool
-from cvtool.errors import CvtoolError, Interrupted
+from cvtool.errors import CvtoolError, GateFailed, Interrupted
 
 if TYPE_CHECKING:
     from cvtool.engine import runtime
@@ -44,14 +44,14 @@ def root(version: bool = typer.Option(False, "--version", callback=version_callb
 
 def make_app() -> typer.Typer:
     """The app for the tasks registered now."""
-    from cvtool.commands import config, data, evaluate, export, predict, runs, stylize, train
+    from cvtool.commands import benchmark, config, data, evaluate, export, predict, runs, stylize, train
     from cvtool.tasks import registry
 
     registry.discover()
     app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                       help="Train and run the classic computer-vision tasks end to end.")
     app.callback()(root)
-    for group in (train, stylize, predict, evaluate, config, data, export, runs):
+    for group in (train, stylize, predict, evaluate, config, data, export, benchmark, runs):
         group.register(app)
     return app
 
@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:  # a signal while an error was being reported
             code, line = 130, interrupted(guard)
         guard.immediate = False  # nothing cuts the report short
-        if line:
-            print(f"{who}: {line}", file=sys.stderr)
+        for text in (line or "").splitlines():  # a failed quality gate each on its line
+            print(f"{who}: {text}", file=sys.stderr)
         if argv is None:  # the outcome is decided: a signal while the interpreter shuts down must not change it
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_IGN)
@@ -153,6 +153,8 @@ def dispatch(args: list[str], guard: runtime.StopFlag, rank: str) -> tuple[int, 
         return (code if isinstance(code, int) else 0), None
     except Interrupted as exc:  # every rank stops together; rank 0 saved and says how to resume
         return exc.exit_code, f"interrupted: {exc}" if rank == "0" else None
+    except GateFailed as exc:  # a verdict on the model, not an error: "cvtool: gate failed: ..."
+        return exc.exit_code, str(exc)
     except CvtoolError as exc:
         return exc.exit_code, f"error: {one_line(exc)}"
     except typer.Abort:

@@ -8,6 +8,7 @@ what is shown.
 
 from __future__ import annotations
 
+import statistics
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from cvtool import gates as gating
+from cvtool import metrics
 from cvtool import runs as runlib
+from cvtool import seeds as seedlib
 from cvtool.callable import make_callable
 from cvtool.errors import InputError
 
@@ -155,12 +159,14 @@ def draw(loaded: list[Loaded], names: list[str], groups: dict[str, list[str]], x
 
 
 def compare(run_dirs: list[Path], metric: str | None = None, out: Path | None = Path("compare.png"),
-            title: str | None = None) -> dict[str, Any]:
-    """Overlay the runs' curves into ``out`` (None: no picture); the result names the differing
-    keys and each run's best."""
+            title: str | None = None, drops: list[metrics.Gate] | None = None) -> dict[str, Any]:
+    """Overlay the runs' curves into ``out`` (None: no picture); the result names the differing keys
+    and each run's best, and with ``drops`` (``--max-drop``) how each later run's best compares with
+    the first's. A seed group (DIR/seed-N) draws each seed and, for ``drops``, counts as its seeds' mean best."""
     if len(run_dirs) < 2:
         raise InputError("compare needs at least two runs")
-    loaded = [load(Path(d)) for d in run_dirs]
+    units = [[load(p) for p in members(Path(d))] for d in run_dirs]
+    loaded = [run for unit in units for run in unit]
     tasks = sorted({r.task for r in loaded})
     if len(tasks) > 1:
         which = ", ".join(f"{r.run_dir} ({r.task})" for r in loaded)
@@ -170,6 +176,7 @@ def compare(run_dirs: list[Path], metric: str | None = None, out: Path | None = 
     if metric is None or metric not in columns:
         known = ", ".join(sorted(columns - NOT_CURVES)) or "none"
         raise InputError(f"no run has the metric {metric}; their metrics: {known}")
+    metrics.require_known(drops or [], columns - NOT_CURVES, f"{tasks[0]} (in {loaded[0].run_dir})")
     x = "epoch" if all(any("epoch" in r for r in run.rows) for run in loaded) else "step"
     groups = panels(loaded)
     if not groups:
@@ -185,7 +192,32 @@ def compare(run_dirs: list[Path], metric: str | None = None, out: Path | None = 
     if out is not None:
         draw(loaded, names, groups, x, out, title or f"{tasks[0]}: {len(loaded)} runs (best {metric}: {mode})")
     return {"task": tasks[0], "metric": metric, "mode": mode, "x": x, "runs": table,
-            "differing": diff, "picture": None if out is None else str(out)}
+            "differing": diff, "picture": None if out is None else str(out),
+            "gates": against_base(units, [Path(d) for d in run_dirs], drops or [], x)}
+
+
+def members(path: Path) -> list[Path]:
+    """A run directory, or a seed group's seed runs."""
+    if (path / "metrics.csv").is_file() or not path.is_dir():
+        return [path]
+    found = [p for _, p in seedlib.members(path)] if any(path.glob("seed-*")) else []
+    return found or [path]
+
+
+def against_base(units: list[list[Loaded]], dirs: list[Path], drops: list[metrics.Gate], x: str) -> list[dict]:
+    """Each later run's best of each gated metric (in its own direction; a seed group's mean over its
+    seeds) against the first's."""
+    def bests(unit: list[Loaded]) -> dict[str, float | None]:
+        out = {}
+        for gate in drops:
+            mode = "min" if metrics.lower_is_better(gate.metric) else "max"
+            values = [v for run in unit if (v := best_of(run.rows, gate.metric, mode, x)[0]) is not None]
+            out[gate.metric] = statistics.fmean(values) if values else None
+        return out
+
+    base = bests(units[0])
+    return [{**record, "run_dir": str(where), "baseline_dir": str(dirs[0])}
+            for unit, where in zip(units[1:], dirs[1:]) for record in gating.check(drops, bests(unit), base)]
 
 
 make_callable(__name__)  # cvtool.compare(...) is cvtool.api.compare

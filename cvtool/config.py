@@ -1,9 +1,8 @@
 """Typed run configuration: YAML in, validated dataclasses out; called, ``cvtool.config(command)``.
 
-Every task's config is a dataclass of sections (data, model, optim, sched, train, ...). A field's ``metadata``
-holds its one-line help (``cvtool config show``) and its valid range, so the schema, defaults, docs and checks
-live in one place. Loading never guesses: unknown keys, wrong types and out-of-range values are errors that
-name the dotted key and, for a misspelling, the nearest valid one.
+Every task's config is a dataclass of sections; a field's ``metadata`` holds its help line (``cvtool config show``)
+and valid range, so schema, defaults, docs and checks live in one place. Loading never guesses: unknown keys,
+wrong types and out-of-range values are errors naming the dotted key and, for a misspelling, the nearest valid one.
 """
 
 from __future__ import annotations
@@ -109,6 +108,9 @@ class TrainConfig:
     ema_decay: float = opt(0.0, "exponential moving average of the weights (e.g. 0.999): validation, best.pt, "
                            "predict and eval use the average; 0 = off", ge=0, lt=1)
     ema_warmup: int = opt(0, "updates during which the average just copies the weights", ge=0)
+    patience: int | None = opt(None, "early stopping: end after N epochs with no best-metric gain > min_delta; null: off",
+                               ge=1)
+    min_delta: float = opt(0.0, "early stopping: the least change of the best metric that counts as a gain", ge=0)
 
 
 @dataclass
@@ -177,14 +179,13 @@ def to_dict(cfg: Any) -> dict:
 
 def load(schema: type, path: str | Path | None = None, overrides: list[str] | None = None,
          values: dict[str, Any] | None = None, base: dict | None = None) -> Any:
-    """Build ``schema`` from the defaults, then ``base`` (a saved config) or a YAML file,
-    then ``KEY=VALUE`` overrides, then ``values``: typed dotted keys (CLI flags), as given."""
+    """``schema`` from its defaults, then ``base`` (a saved config) or a YAML file, then ``KEY=VALUE`` overrides, then
+    ``values``: typed dotted keys (CLI flags, API keywords), as given."""
     data: dict = copy.deepcopy(base) if base is not None and path is None else {}
     if path is not None:
         data = read_yaml(Path(path))
     for item in overrides or []:
-        key, value = parse_override(item)
-        set_dotted(data, key, value)
+        set_dotted(data, *parse_override(item))
     for key, value in (values or {}).items():
         set_dotted(data, key, value)
     return from_dict(schema, data)
@@ -319,8 +320,7 @@ def coerce(key: str, kind: Any, value: Any, f: dataclasses.Field | None = None) 
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, got {value!r}")
         item = args[0] if args else Any
-        out = [coerce(f"{key}[{i}]", item, v, f) for i, v in enumerate(value)]
-        return out
+        return [coerce(f"{key}[{i}]", item, v, f) for i, v in enumerate(value)]
     if kind is Any:
         return value
     if kind is bool:

@@ -8,6 +8,8 @@ complete file or the new one, never half of one, and no temporary file behind.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -76,3 +78,23 @@ def atomic_write(path: str | Path, data: bytes | str | Writer, *, encoding: str 
             else:
                 data(fh)
     return path
+
+
+def json_text(data: Any, indent: int | None = None) -> str:
+    """The one way cvtool writes JSON, to files and streams: strict JSON, which Python's json does
+    not write by default. A non-finite number (a diverged loss) becomes ``null``, since ``NaN``
+    and ``Infinity`` are not JSON and strict parsers (JavaScript's JSON.parse, jq) refuse them."""
+    return json.dumps(finite(data), indent=indent, default=str, allow_nan=False)
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity, at any depth, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # numpy or torch scalars
+        return finite(value.item())
+    return value

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
-from cvtool.data.images import IMAGE_SUFFIXES, rgb
+from cvtool.data.images import IMAGE_SUFFIXES, to_rgb
 from cvtool.errors import InputError
 
 
@@ -60,7 +60,7 @@ def as_list(images: Any) -> list[Any]:
 def to_pil(item: Any, index: int) -> Image.Image:
     """An in-memory image as RGB; anything else is an error naming the input and what it got."""
     if isinstance(item, Image.Image):
-        return rgb(item)
+        return to_rgb(ImageOps.exif_transpose(item))  # as load_rgb reads a file
     if isinstance(item, np.ndarray):
         if item.dtype != np.uint8 or item.ndim != 3 or item.shape[2] != 3:
             raise InputError(f"image {index}: a numpy array must be H x W x 3 uint8 (RGB), "

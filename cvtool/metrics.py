@@ -39,8 +39,8 @@ class Gate:
     value: float
 
     def failed(self, measured: float, baseline: float | None = None) -> bool:
-        if not math.isfinite(measured):
-            return True
+        if not math.isfinite(measured) or (baseline is not None and not math.isfinite(baseline)):
+            return True  # nothing finite to vouch for
         if self.kind == "under":
             return measured < self.value
         if self.kind == "over":

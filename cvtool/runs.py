@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 import yaml
 
 from cvtool.callable import make_callable
+from cvtool.engine import lock
 from cvtool.errors import InputError
 
 MARKERS = ("summary.json", "env.json")
@@ -173,14 +176,43 @@ def read_run(run_dir: Path) -> RunInfo:
     info.best_metric, info.best_value, info.best_epoch = best.get("metric"), number(best.get("value")), best.get("epoch")
     final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
     info.images_per_second = number(final.get("images_per_second"))
+    held = lock.in_use(run_dir)
+    if held:
+        info.status, info.reason = "running", None  # e.g. a failed attempt that is being restarted
+    elif held is False and info.status == "running":
+        info.status, info.reason = "stopped", "its process ended without a word (killed?)"
     if info.status == "running" and info.started is not None:
         info.wall_seconds = time.time() - info.started
     return info
 
 
+def group_seeds(infos: list[RunInfo]) -> list[RunInfo]:
+    """The runs in ``DIR/seed-N`` folders as one row for DIR: the seeds' mean best value, and its spread."""
+    groups: dict[str, list[RunInfo]] = {}
+    for info in infos:
+        path = Path(info.run_dir)
+        if re.fullmatch(r"seed-\d+", path.name):
+            groups.setdefault(str(path.parent), []).append(info)
+    rows = [i for i in infos if str(Path(i.run_dir).parent) not in groups]
+    for parent, members in groups.items():
+        done = [m for m in members if m.status == "completed" and m.best_value is not None]
+        values = [m.best_value for m in done]
+        statuses = {m.status for m in members}
+        status = statuses.pop() if len(statuses) == 1 else "running" if "running" in statuses else "mixed"
+        rows.append(RunInfo(
+            run_dir=parent, task=members[0].task, status=status, epochs_done=members[0].epochs_done,
+            epochs=members[0].epochs, best_metric=members[0].best_metric,
+            best_value=statistics.fmean(values) if values else None,
+            started=min((m.started for m in members if m.started is not None), default=None),
+            reason=f"{len(done)} of {len(members)} seeds completed" if len(done) < len(members) else None,
+            extra={"seeds": len(members), "best_std": statistics.stdev(values) if len(values) > 1 else None,
+                   "best_min": min(values, default=None), "best_max": max(values, default=None)}))
+    return rows
+
+
 def list_runs(folders: list[Path], task: str | None = None) -> list[RunInfo]:
-    """Every run under ``folders``, oldest first; with ``task``, that task's only."""
-    infos = [read_run(p) for p in discover(folders)]
+    """Every run under ``folders``, oldest first, a seed group as one; with ``task``, that task's only."""
+    infos = group_seeds([read_run(p) for p in discover(folders)])
     if task is not None:
         infos = [i for i in infos if i.task == task]
     return sorted(infos, key=lambda i: (i.started is None, i.started or 0.0, i.run_dir))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -18,6 +19,28 @@ def isolated(tmp_path, monkeypatch):
     """Each test runs in its own folder with its own TORCH_HOME (no cached weights)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+
+def strict_json(text: str):
+    """Parse as strict JSON: NaN and Infinity, which Python's json accepts, are refused."""
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(autouse=True)
+def json_is_strict(request, tmp_path):
+    """Every JSON file a test leaves in its folder parses strictly (mark a test that writes a damaged
+    one on purpose with ``loose_json``)."""
+    yield
+    if request.node.get_closest_marker("loose_json"):
+        return
+    for path in tmp_path.rglob("*.json"):
+        try:
+            strict_json(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            pytest.fail(f"{path} is not strict JSON: {exc}")
 
 
 @pytest.fixture
@@ -37,6 +60,10 @@ def cli(capsys):
     def run(*args: str) -> tuple[int, str, str]:
         code = main([str(a) for a in args])
         captured = capsys.readouterr()
+        if "--json" in args:
+            for line in captured.out.splitlines():
+                if line.startswith(("{", "[")):
+                    strict_json(line)
         return code, captured.out, captured.err
 
     return run

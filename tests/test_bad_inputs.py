@@ -201,9 +201,10 @@ def sets(items: list[str]) -> list[str]:
 
 
 def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
-    """Every file under ``folder``: content digest and modification time."""
+    """Every file under ``folder``: content digest and modification time (but the run's lock file,
+    which names whoever last held it)."""
     return {str(p.relative_to(folder)): (hashlib.sha1(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".cvtool.lock"}
 
 
 # --------------------------------------------------------------------------- the corpus
@@ -860,7 +861,9 @@ def voc_label_16_bit(env):
     root = env.data("voc")
     path = voc_dir(root) / "SegmentationClass" / f"{voc_first(root)}.png"
     with Image.open(path) as img:
-        Image.fromarray(np.array(img).astype(np.uint16)).save(path)
+        wide = np.array(img).astype(np.uint16)
+    wide[0, 0] = 300  # 16-bit index masks are read by value; one above 255 is no class
+    Image.fromarray(wide).save(path)
     return env.fcn(root), path.name
 
 
@@ -936,7 +939,7 @@ def ssd_label_out_of_range(env):
     fields[1] = "3"
     lines[1] = ",".join(fields)
     path.write_text("\n".join(lines) + "\n")
-    return env.ssd(root), "label.csv line 2"
+    return env.ssd(root, "--set", "data.classes=[banana]"), "label.csv line 2"  # auto would take 4 classes
 
 
 @case()
@@ -947,7 +950,7 @@ def ssd_box_outside_image(env):
     name = lines[1].split(",")[0]
     lines[1] = f"{name},0,10,10,500,20"
     path.write_text("\n".join(lines) + "\n")
-    return env.ssd(root), "label.csv line 2"
+    return env.ssd(root, "--set", "data.classes=[banana]"), "label.csv line 2"  # auto would take 4 classes
 
 
 @case()
@@ -1359,6 +1362,10 @@ def odd_images() -> dict[str, tuple[Image.Image, str]]:
 def expected_rgb(img: Image.Image) -> np.ndarray:
     if img.mode == "I;16":
         return np.repeat((np.asarray(img) >> 8).astype(np.uint8)[..., None], 3, axis=2)
+    if img.mode in ("LA", "RGBA"):  # as a viewer shows it: over white
+        rgba = np.asarray(img.convert("RGBA")).astype(np.float64)
+        alpha = rgba[..., 3:] / 255
+        return np.round(rgba[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
     return np.asarray(img.convert("RGB"))
 
 

@@ -120,3 +120,24 @@ def test_detectors_benchmark_scores_both_detectors_in_quick_mode(tmp_path):
         assert row["status"] == "completed" and 0 <= row["val_map50"] <= 1 and 0 <= row["val_map"] <= 1, row
         assert row["train_images_per_second"] > 0 and row["inference_ms_per_image"] > 0, row
     assert "train-rcnn" in out and "mAP@0.5" in out
+
+
+def test_book_ssd_benchmark_runs_the_books_loop_and_both_recipes(tmp_path):
+    record = quick("book_ssd.py", tmp_path)
+    assert [r["recipe"] for r in record["rows"]] == ["book", "cvtool", "fast"]
+    for row in record["rows"]:
+        assert row["images_per_second"] > 0 and 0 <= row["val_map50"] <= 1 and row["class_err"] >= 0, row
+
+
+def test_coco_reader_benchmark_times_every_step(tmp_path):
+    record = quick("coco_reader.py", tmp_path)
+    assert record["records"] == record["images"] == 2000
+    assert all(record["rows"][k] > 0 for k in ("json_load_s", "parse_s", "labels_s", "total_s"))
+    assert 0 < record["label_bytes"] < record["padded_bytes"]
+
+
+def test_style_speed_benchmark_times_both_ways_and_a_video(tmp_path):
+    record = quick("style_speed.py", tmp_path)
+    image, clip = record["image"], record["video"]
+    assert image["forward_s"] > 0 and image["stylize_step_s"] > 0 and image["stylize_steps"] == 500
+    assert clip["frames"] == 9 and clip["frames_per_second"] > 0

@@ -112,7 +112,8 @@ def test_defaults_are_the_books_settings_rescaled_for_a_mean_loss():
     assert cfg.optim.name == "sgd" and cfg.optim.momentum == 0
     assert cfg.optim.lr == pytest.approx(1e-3 * 32) and cfg.optim.weight_decay == pytest.approx(1e-3 / 32)
     assert cfg.data.batch_size == 32 and cfg.train.epochs == 5 and cfg.data.crop_size == [320, 480]
-    assert cfg.data.root == "data/VOCdevkit" and cfg.model.weights == "IMAGENET1K_V1" and cfg.model.num_classes == 21
+    assert cfg.data.root == "data/VOCdevkit" and cfg.model.weights == "IMAGENET1K_V1"
+    assert cfg.model.num_classes == "auto" and cfg.data.classes == "auto"  # 21 on VOC: the data names them
     book = c.load(fcn.Config, Path(__file__).resolve().parents[1] / "configs" / "fcn.yaml")
     assert book == c.load(fcn.Config, None, ["optim.decay_norm_and_bias=true"])  # the book decays all
 

@@ -83,7 +83,8 @@ def test_map_ignores_difficult_boxes_as_voc_does(roots):
              "difficult": torch.tensor([[False, True, False]])}
     model = Fixed([[40, 40, 56, 56], [0, 30, 20, 50], [8, 8, 24, 24]], [0.95, 0.9, 0.8], [1, 1, 1])
     metrics = task.evaluate(model, [batch], torch.device("cpu"))
-    assert metrics == {"val_map50": pytest.approx(0.5), "val_map": pytest.approx(0.5)}
+    assert metrics == {"val_map50": pytest.approx(0.5), "val_map": pytest.approx(0.5),
+                       "val_ap50/aeroplane": pytest.approx(0.5)}
     plain = task.evaluate(model, [{**batch, "difficult": torch.zeros(1, 3, dtype=torch.bool)}], torch.device("cpu"))
     assert plain["val_map50"] == pytest.approx((51 + 50 * 2 / 3) / 101)
 
@@ -97,8 +98,10 @@ def test_format_auto_reads_both_layouts(roots, task):
     item = voc.val_data[0]
     assert item["image"].shape == (3, 64, 64) and item["difficult"].dtype == torch.bool
     assert set(item["labels"][:, 0].tolist()) <= {-1.0, 0.0, 1.0, 2.0}
-    with pytest.raises(InputError, match="not in the class list"):
-        task.build(tiny(roots["voc"], task))  # the default class list (banana) names no VOC object
+    found = task.build(tiny(roots["voc"], task)).metadata["classes"]  # data.classes: auto, the XML's names
+    assert found == sorted(found) and set(found) <= set(VOC_CLASSES)
+    with pytest.raises(InputError, match="data.classes disagrees with .*: the XML names .* which it lacks"):
+        task.build(tiny(roots["voc"], task, **{"data.classes": ["banana"], "model.num_classes": 1}))
     with pytest.raises(InputError, match="bananas_train"):
         task.build(tiny(roots["voc"], task, **{"data.format": "bananas"}))
 

@@ -27,6 +27,7 @@ def two_runs(tmp_path_factory, hotdog_root):
     return base
 
 
+@pytest.mark.loose_json  # the damaged summary.json
 def test_runs_lists_completed_interrupted_failed_and_damaged(cli, tiny_hotdog, two_runs, tmp_path, monkeypatch):
     folder = tmp_path / "runs"
     shutil.copytree(two_runs / "a", folder / "done")

@@ -151,7 +151,7 @@ def test_an_id_without_its_files_is_named_with_its_line(simple, folder, suffix, 
 def test_missing_list_and_wrong_folder(simple, tmp_path):
     with pytest.raises(InputError, match=r"ImageSets/Main/val.txt is missing"):
         VOCDetection(simple, "val", 32)
-    with pytest.raises(InputError, match=r"is not a VOC2012 detection folder"):
+    with pytest.raises(InputError, match=r"is not a VOC detection folder"):
         VOCDetection(tmp_path / "elsewhere", "train", 32)
 
 
@@ -276,10 +276,10 @@ def test_detect_format_finds_each_layout_and_explains_neither(simple, tmp_path):
     assert detect_format(simple) == detect_format(simple / "VOC2012") == detect_format(simple.parent) == "voc"
     assert resolve_format(bananas, "auto") == "bananas" and resolve_format(bananas, "voc") == "voc"
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match=r"empty holds no detection data set: expected either .*label.csv.*Annotations"):
+    with pytest.raises(InputError, match=r"empty holds no detection data set: looked for bananas: .*label.csv.*voc: .*Annotations.*coco: .*yolo: data.yaml"):
         detect_format(tmp_path / "empty")
     with pytest.raises(MissingResource, match=r"detection data folder .*nowhere does not exist") as caught:
         detect_format(tmp_path / "nowhere")
     assert caught.value.exit_code == 3
-    with pytest.raises(InputError, match="data.format 'coco' is not one of auto, bananas, voc"):
-        resolve_format(bananas, "coco")
+    with pytest.raises(InputError, match="data.format 'tfrecord' is not one of auto, bananas, voc, coco, yolo"):
+        resolve_format(bananas, "tfrecord")

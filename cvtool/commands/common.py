@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -10,6 +9,7 @@ from typing import Any, Optional
 import typer
 
 from cvtool.errors import CvtoolError, InputError
+from cvtool.files import json_text
 from cvtool.resolve import load_config  # noqa: F401 - shared with the API
 
 CONFIG_OPTION = typer.Option(None, "--config", "-c", help="YAML config file.")
@@ -17,11 +17,16 @@ SET_OPTION = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                           help="Override a config key, e.g. optim.lr=0.1 (a YAML value; repeatable).")
 DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps."
 JSON_HELP = "Print one JSON result object on stdout."
+FAIL_UNDER = typer.Option([], "--fail-under", metavar="METRIC=VALUE",
+                          help="Exit 4 if METRIC (of the best epoch; eval: of the checkpoint) is under VALUE "
+                               "(repeatable), e.g. val_acc=0.9.")
+FAIL_OVER = typer.Option([], "--fail-over", metavar="METRIC=VALUE",
+                         help="Exit 4 if METRIC is over VALUE, for losses and errors (repeatable), e.g. val_loss=0.5.")
 
 
 def emit(result: Any, as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        sys.stdout.write(json_text(result) + "\n")
 
 
 def load_weights(model: Any, ckpt: dict[str, Any], path: Path) -> None:

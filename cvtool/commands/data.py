@@ -1,4 +1,4 @@
-"""``cvtool data fetch|synth``; the synth kinds and their options come from the task registry."""
+"""``cvtool data fetch|synth|check|convert``; the synth kinds and their options come from the task registry."""
 
 from __future__ import annotations
 
@@ -104,8 +104,111 @@ def synth_command() -> Callable[..., None]:
     return command
 
 
+FORMAT_HELP = "The layout SRC holds: auto | bananas | voc | coco | yolo (auto: found from the folder)."
+
+
+def convert(src: Path = typer.Argument(..., metavar="SRC", help="A detection data folder in any layout."),
+            to: str = typer.Option(..., "--to", help="Layout to write: coco | yolo | voc | bananas."),
+            out: Path = typer.Option(..., "--out", metavar="DIR", help="New folder to write."),
+            fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+            copy: bool = typer.Option(False, "--copy", help="Copy the images (default: symbolic links to them)."),
+            as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object.")) -> None:
+    """Write a detection data set in another layout: same boxes, class names and order, images linked or copied."""
+    from cvtool.commands.common import emit
+    from cvtool.data.convert import convert as run
+
+    source, notes = run(src, to, out, fmt=fmt, copy=copy)
+    counts = {split: len(records) for split, records in source.splits.items()}
+    if as_json:
+        emit({"from": source.format, "to": to, "out": str(out), "classes": source.classes, "images": counts,
+              "notes": notes}, True)
+        return
+    typer.echo(f"{source.format} -> {to}: {', '.join(f'{n} {s}' for s, n in counts.items())} images, "
+               f"{len(source.classes)} classes, written to {out}")
+    for note in notes:
+        typer.echo(f"  {note}")
+
+
+def check(path: Path = typer.Argument(..., metavar="PATH", help="A data folder in any layout."),
+          fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+          task: Optional[str] = typer.Option(
+              None, "--task", metavar="COMMAND",
+              help="The command the data is for: train-ssd (adds the share of boxes no anchor reaches), "
+                   "train-rcnn, or train-fcn (segmentation masks)."),
+          as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+          plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE",
+                                              help="Draw the class histogram and box centres/sizes into FILE (PNG).")
+          ) -> None:
+    """Read a data folder with training's readers and report what is in it and what is wrong.
+
+    Exit 0 when clean, 1 when it found problems (each named by file and object or line), 2 when it
+    cannot be read at all.
+    """
+    from cvtool.commands.common import emit
+
+    if task is not None and task not in ("train-ssd", "train-rcnn", "train-fcn"):
+        raise InputError(f"--task {task!r} is not one of train-ssd, train-rcnn, train-fcn")
+    if task == "train-fcn" or (task is None and fmt == "auto" and segmentation_only(path)):
+        from cvtool.data import seg_check  # the segmentation layer's
+
+        report = seg_check.check(path, fmt=fmt)
+        drawn = seg_check.plot(report, plot) if plot is not None else None
+    else:
+        from cvtool.data import check as detection_check
+
+        checked = detection_check.check(path, fmt=fmt, anchors=ssd_anchors() if task == "train-ssd" else None)
+        report = checked.report
+        drawn = detection_check.plot(checked, plot) if plot is not None else None
+    if as_json:
+        emit({**report, **({"plot": str(drawn)} if drawn else {})}, True)
+    else:
+        print_report(report, drawn)
+    if report["problems"]:
+        raise typer.Exit(1)
+
+
+def segmentation_only(path: Path) -> bool:
+    """No detection layout's mark in ``path``, and the segmentation checker recognises it."""
+    from cvtool.data.detection import MARKS
+
+    if not path.exists() or any(test(path) for test in MARKS.values()):
+        return False
+    try:
+        from cvtool.data import seg_check
+    except ImportError:
+        return False
+    return bool(seg_check.looks_like(path))
+
+
+def ssd_anchors() -> Any:
+    """TinySSD's anchors at its default image size, as shares of the image."""
+    from cvtool.tasks import ssd
+
+    cfg = ssd.Config()
+    return ssd.build_model(cfg).anchors_for(cfg.data.image_size, cfg.data.image_size)
+
+
+def print_report(report: dict[str, Any], drawn: Optional[Path]) -> None:
+    typer.echo(f"{report['root']}: {report['format']}, {len(report['classes'])} classes "
+               f"({', '.join(map(str, report['classes'][:10]))}{', ...' if len(report['classes']) > 10 else ''})")
+    for split, stats in report["splits"].items():
+        typer.echo(f"  {split}:")
+        for key, value in stats.items():
+            if isinstance(value, dict):
+                value = ", ".join(f"{k} {v}" for k, v in value.items())
+            typer.echo(f"    {key.replace('_', ' ')}: {value}")
+    if drawn is not None:
+        typer.echo(f"  plot: {drawn}")
+    problems = report["problems"]
+    typer.echo(f"{len(problems)} problem(s)" + (":" if problems else "; the data is clean"))
+    for p in problems:
+        typer.echo(f"  [{p['split']}] {p['file']}: {p['message']}")
+
+
 def register(parent: typer.Typer) -> None:
-    app = typer.Typer(no_args_is_help=True, help="Fetch real datasets or write synthetic ones.")
+    app = typer.Typer(no_args_is_help=True, help="Fetch, write, check and convert datasets.")
     app.command("fetch")(fetch)
     app.command("synth")(synth_command())
+    app.command("check")(check)
+    app.command("convert")(convert)
     parent.add_typer(app, name="data")

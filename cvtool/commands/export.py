@@ -23,26 +23,53 @@ def export(
     half: bool = typer.Option(False, "--half", help="fp16 weights and activations (input and outputs stay fp32)."),
     check: bool = typer.Option(True, "--check/--no-check",
                                help="Run the export against the checkpoint before keeping it."),
+    check_metric: bool = typer.Option(False, "--check-metric",
+                                      help="Score the export and the checkpoint on the validation set; "
+                                           "exit 4 (file kept) when a metric drops past --max-drop."),
+    max_drop: list[str] = typer.Option([], "--max-drop", metavar="METRIC=DELTA",
+                                       help="Largest allowed drop of a metric (default: the task's best "
+                                            "metric by 0.01; repeatable)."),
+    overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
+                                        help="Config change for the scoring, e.g. data.root=DIR."),
+    int8: bool = typer.Option(False, "--int8", help="ONNX: static INT8 quantization (QDQ); implies --check-metric."),
+    calib_images: Optional[int] = typer.Option(None, "--calib-images", metavar="N",
+                                               help="--int8: training images to calibrate on (default 256; "
+                                                    "fewer if the set is smaller)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Export a checkpoint to ONNX or TorchScript and prove it gives the checkpoint's answers."""
-    from cvtool.export import exporter
+    from cvtool.errors import GateFailed, InputError
+    from cvtool.export import exporter, parity, quantize
+
+    if calib_images is not None and not int8:
+        raise InputError("--calib-images is for --int8 (the images INT8 quantization is calibrated on)")
 
     request = exporter.Request(checkpoint=checkpoint_path, format=fmt.lower(), out=out, opset=opset,
                                dynamic_batch=dynamic_batch, half=half, check=check,
-                               image_size=exporter.parse_size(image_size) if image_size else None)
+                               image_size=exporter.parse_size(image_size) if image_size else None,
+                               check_metric=check_metric, max_drop=max_drop, overrides=overrides, int8=int8,
+                               calib_images=quantize.DEFAULT_IMAGES if calib_images is None else calib_images)
     try:
         result = exporter.export(request)
     except exporter.Mismatch as exc:
         emit({"status": "mismatch", "error": str(exc), "check": exc.report}, as_json)
         raise
+    metric = result["metric_parity"]
     if as_json:
         emit(result, True)
-        return
-    opset = f", opset {result['opset']}" if result["opset"] else ""
-    typer.echo(f"{result['task']}: wrote {result['model']} ({result['bytes'] / 1e6:.1f} MB{opset}) "
-               f"and {Path(result['meta']).name}")
-    typer.echo(f"check: {exporter.summary(result['check'])}")
+    else:
+        opset = f", opset {result['opset']}" if result["opset"] else ""
+        kind = " INT8" if result["int8"] else ""
+        typer.echo(f"{result['task']}: wrote{kind} {result['model']} ({result['bytes'] / 1e6:.1f} MB{opset}) "
+                   f"and {Path(result['meta']).name}")
+        if result["int8"]:
+            typer.echo(f"calibration: {result['int8']['calibration']['source']}, {result['int8']['calibration']['method']}")
+        typer.echo(f"check: {exporter.summary(result['check'])}")
+        if metric is not None:
+            typer.echo(f"metrics: {parity.summary(metric)}")
+    if metric is not None and not metric["ok"]:
+        failed = "; ".join(r["message"] for r in metric["gates"] if not r["passed"])
+        raise GateFailed(f"{failed}; the export is kept at {result['model']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from cvtool import gates as gating
+from cvtool import metrics
 from cvtool.commands.common import JSON_HELP, emit
 from cvtool.runs import RunInfo
 
@@ -26,7 +28,10 @@ def value(number: float | None, digits: int = 4) -> str:
 def row(info: RunInfo) -> list[str]:
     epochs = "-" if info.epochs_done is None else f"{info.epochs_done}/{info.epochs if info.epochs else '?'}"
     best = "-"
-    if info.best_value is not None:
+    if info.best_value is not None and "seeds" in info.extra:
+        spread = f"±{value(info.extra['best_std'], 2)}" if info.extra["best_std"] is not None else ""
+        best = f"{info.best_metric}={value(info.best_value)}{spread} ({info.extra['seeds']} seeds)"
+    elif info.best_value is not None:
         best = f"{info.best_metric}={value(info.best_value)}@{info.best_epoch}"
     status = info.status if info.reason is None else f"{info.status}: {info.reason}"
     started = (info.to_json()["started_iso"] or "-")[:16]
@@ -44,9 +49,15 @@ def runs(
     folders: Optional[list[Path]] = typer.Argument(None, help="Folders holding run directories (default runs/)."),
     task: Optional[str] = typer.Option(None, "--task", help="Only this task's runs, e.g. finetune-hotdog."),
     as_json: bool = typer.Option(False, "--json", help="Print the runs as one JSON list."),
+    seeds: bool = typer.Option(False, "--seeds", help="Each folder is a seed group (seed-0, seed-1, ... run "
+                                                      "anywhere): write its seeds.json and print the spread."),
 ) -> None:
     """List the runs under the folders: status, epochs, best metric, speed, time; oldest first."""
     from cvtool.runs import list_runs
+
+    if seeds:
+        summarise_seeds(folders or [Path("runs")], as_json)
+        return
 
     infos = list_runs(list(folders or [Path("runs")]), task)
     if as_json:
@@ -60,19 +71,40 @@ def runs(
     typer.echo(table([row(i) for i in infos], header))
 
 
+def summarise_seeds(folders: list[Path], as_json: bool) -> None:
+    from cvtool import seeds as seedlib
+    from cvtool.engine.lock import RunLock
+
+    records = []
+    for folder in folders:
+        record = seedlib.summarise(folder)
+        with RunLock(folder).acquire(["cvtool", "runs", str(folder), "--seeds"]):
+            seedlib.write(folder, record)
+        records.append(record)
+        if not as_json:
+            typer.echo(seedlib.table(record))
+            typer.echo(f"wrote {folder / seedlib.FILE}")
+    emit(records[0] if len(records) == 1 else records, as_json)
+
+
 def compare(
     run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories of the same task."),
     metric: Optional[str] = typer.Option(None, "--metric", help="Metric of the table (default: the runs' best metric)."),
     out: Path = typer.Option(Path("compare.png"), "--out", "-o", help="Picture to write."),
     title: Optional[str] = typer.Option(None, "--title", help="The picture's title (default: task and metric)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    max_drop: list[str] = typer.Option(
+        [], "--max-drop", metavar="METRIC=DELTA",
+        help="Exit 4 if a later run's best METRIC is worse than the first run's (the baseline) by more than "
+             "DELTA, in the metric's own direction (repeatable), e.g. val_acc=0.02."),
 ) -> None:
     """Overlay runs' curves in one picture; table the best --metric; name the config keys that differ."""
     from cvtool.compare import compare as run_compare
 
-    result = run_compare(run_dirs, metric, out, title)
+    result = run_compare(run_dirs, metric, out, title, metrics.parse(max_drop, "drop"))
     if as_json:
         emit(result, True)
+        gating.enforce(result["gates"])
         return
     x = result["x"]
     rows = [[r["label"], value(r["best"]), "-" if r[x] is None else f"{r[x]:g}", r["run_dir"]] for r in result["runs"]]
@@ -86,6 +118,11 @@ def compare(
     else:
         typer.echo("the runs' configs are identical")
     typer.echo(f"wrote {result['picture']}")
+    for record in result["gates"]:
+        typer.echo(f"{'passed' if record['passed'] else 'FAILED'}: {record['run_dir']} {record['metric']} "
+                   f"{value(record['value'])} vs {value(record['baseline'])} in {record['baseline_dir']} "
+                   f"(--max-drop {record['bound']:g})")
+    gating.enforce(result["gates"])
 
 
 def register(app: typer.Typer) -> None:

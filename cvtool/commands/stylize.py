@@ -9,12 +9,19 @@ from typing import Optional
 import typer
 
 from cvtool.commands.common import CONFIG_OPTION, DEVICE_HELP, JSON_HELP, SET_OPTION, emit, load_config
+from cvtool.errors import InputError
 from cvtool.tasks import registry
 
 
 def stylize(
-    content: Path = typer.Argument(..., help="Content image."),
-    style: Path = typer.Argument(..., help="Style image."),
+    inputs: list[Path] = typer.Argument(..., metavar="CONTENT STYLE | CONTENT...",
+                                        help="Content and style image; with --model, content images, folders "
+                                             "or videos."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A train-style checkpoint (or its export): "
+                                         "stylise each CONTENT in one forward pass, no optimisation."),
+    out: Optional[Path] = typer.Option(None, "--out", help="With --model: output folder (default: the current "
+                                       "folder) for <name>_styled.png and videos."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="With --model: replace files already in --out."),
     output: Path = typer.Option(Path("stylized.png"), "--output", "-o",
                                 help="Output image; format from the extension."),
     config: Optional[Path] = CONFIG_OPTION,
@@ -40,6 +47,19 @@ def stylize(
     from cvtool.engine.progress import Reporter
     from cvtool.tasks import stylize as st
 
+    if model is not None:
+        optimiser = {"--output": output if output != Path("stylized.png") else None, "--config": config, "--set": overrides or None, "--size": size, "--steps": steps, "--seed": seed,
+                     "--out-dir": out_dir, "--save-every": save_every, "--content-weight": content_weight,
+                     "--style-weight": style_weight, "--tv-weight": tv_weight, "--scales": scales, "--init": init,
+                     "--style-scale": style_scale, "--force": force or None}
+        given = [flag for flag, value in optimiser.items() if value is not None]
+        if given:
+            raise InputError(f"{given[0]} is for the optimising stylize (CONTENT STYLE), not for --model")
+        return with_model(model, inputs, out, overwrite, device, bool(preserve_color), as_json)
+    if len(inputs) != 2:
+        raise InputError(f"stylize takes CONTENT STYLE (two images), got {len(inputs)}; to stylise several "
+                         "images with a trained network: cvtool stylize --model STYLE.pt CONTENT...")
+    content, style = inputs
     flags = {"image.size": st.parse_size(size) if size is not None else None, "optim.steps": steps,
              "run.device": device, "run.seed": seed, "run.save_every": save_every,
              "image.preserve_color": preserve_color, "loss.content_weight": content_weight,
@@ -54,6 +74,19 @@ def stylize(
                   f"({result['ms_per_step']:.0f} ms/step)"
                   + (f"; run files in {result['run_dir']}" if result["run_dir"] else ""))
     emit(result, as_json)
+
+
+def with_model(model: Path, inputs: list[Path], out: Optional[Path], overwrite: bool, device: Optional[str],
+               preserve_color: bool, as_json: bool) -> None:
+    """``stylize --model``: ``predict`` with a style network, which must be one."""
+    from cvtool.commands.predict import open_model, predict
+
+    spec = open_model(model, "cpu")[0]
+    if spec.family != "style":
+        raise InputError(f"--model {model} is a {spec.command} model, not a style network (train-style)")
+    predict(checkpoint_path=model, images=inputs, out=out or Path("."), threshold=None, kaggle_test=None,
+            device=device or "auto", threads_opt="auto", overwrite=overwrite, every=None, smooth=None,
+            preserve_color=preserve_color, as_json=as_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,14 +8,20 @@ from typing import Any, Optional
 
 import typer
 
-from cvtool.commands.common import CONFIG_OPTION, DEVICE_HELP, JSON_HELP, SET_OPTION, describe, emit, load_config
+from cvtool import gates as gating
+from cvtool import metrics
+from cvtool.commands.common import (CONFIG_OPTION, DEVICE_HELP, FAIL_OVER, FAIL_UNDER, JSON_HELP, SET_OPTION, describe,
+                                    emit, load_config)
 from cvtool.errors import InputError
+from cvtool.metrics import Gate
 from cvtool.tasks import registry
 from cvtool.tasks.registry import TaskSpec
 
 
 def train(spec: TaskSpec, config: Optional[Path], overrides: list[str], out: Optional[str],
-          flags: dict[str, Any], resume: Optional[str], as_json: bool) -> None:
+          flags: dict[str, Any], resume: Optional[str], as_json: bool, gates: list[Gate] = (),
+          one_of_seeds: bool = False) -> Any:
+    """One run; ``one_of_seeds``: a member of a seed group, whose gates and --json are the group's."""
     from cvtool.engine import checkpoint, run
 
     ckpt, path = None, None
@@ -34,12 +40,22 @@ def train(spec: TaskSpec, config: Optional[Path], overrides: list[str], out: Opt
 
     result = run.train(spec.command, spec.build, cfg, out=out, argv=["cvtool", *sys.argv[1:]],
                        stream=sys.stderr if as_json else sys.stdout, resume_from=ckpt, resume_path=path,
-                       on_stop=on_stop, family=spec.family)
+                       on_stop=on_stop, family=spec.family, gates=gates)
+    if one_of_seeds:
+        if result.main:
+            report(result, False, [])
+        return result
     if result.main:
-        report(result, as_json)
+        records = gating.check(gates, result.summary["best_row"])
+        if records:
+            from cvtool.engine import rundir
+
+            rundir.update_json(result.run_dir / "summary.json", gates=records)
+        report(result, as_json, records)
+        gating.enforce(records)
 
 
-def report(result: Any, as_json: bool) -> None:
+def report(result: Any, as_json: bool, records: list[dict]) -> None:
     summary, run_dir = result.summary, result.run_dir
     best = summary["best"]
     files = ", ".join(["summary.json", *(Path(v).name for k, v in summary["paths"].items()
@@ -47,7 +63,50 @@ def report(result: Any, as_json: bool) -> None:
     result.reporter.info(f"done: best {best['metric']} = {best['value']:.4g} at epoch {best['epoch']}; "
                          f"results in {run_dir} ({files})"
                          if best["value"] is not None else f"done: results in {run_dir} ({files})")
-    emit({"status": summary["status"], "run_dir": str(run_dir), "best": best, "final": summary["final"]}, as_json)
+    emit({"status": summary["status"], "run_dir": str(run_dir), "best": best, "final": summary["final"],
+          "gates": records}, as_json)
+
+
+def train_seeds(spec: TaskSpec, config: Optional[Path], overrides: list[str], out: Optional[str],
+                flags: dict[str, Any], resume: Optional[str], as_json: bool, gates: list[Gate], seeds: list[int],
+                gate_on: str) -> None:
+    """Each seed a normal run in ``out/seed-N`` one after another (under torchrun each on every
+    process); with --resume, completed seeds are kept and interrupted ones continued. Then
+    seeds.json, the table and the gates on the group's mean (or worst seed)."""
+    from cvtool import seeds as seedlib
+    from cvtool.engine import lock, rundir, runtime
+    from cvtool.engine.run import RESUME_LAST
+
+    if flags.get("train.seed") is not None:
+        raise InputError("--seed and --seeds exclude each other")
+    if gate_on not in ("mean", "min"):
+        raise InputError(f"--gate-on {gate_on!r}: expected mean or min")
+    if resume not in (None, RESUME_LAST):
+        raise InputError("--seeds resumes each seed's own checkpoint: pass --resume without a path")
+    group = rundir.target(spec.command, out)
+    main = runtime.processes_from_env().main
+    held = lock.RunLock(group).acquire(["cvtool", *sys.argv[1:]]) if main else None
+    try:
+        for seed in seeds:
+            where = seedlib.folder(group, seed)
+            if resume and rundir.status(where) == "completed":
+                continue
+            again = RESUME_LAST if resume and (where / "checkpoints" / "last.pt").is_file() else None
+            train(spec, config, overrides, str(where), {**flags, "train.seed": seed}, again, as_json, gates,
+                  one_of_seeds=True)
+        if not main:
+            return
+        record = seedlib.summarise(group)
+        record["gates"] = gating.check(gates, seedlib.gated(record, gates, gate_on))
+        record["gate_on"] = gate_on
+        seedlib.write(group, record)
+    finally:
+        if held is not None:
+            held.release()
+    emit(record, as_json)
+    if not as_json:
+        typer.echo(seedlib.table(record))
+    gating.enforce(record["gates"])
 
 
 def add_train_command(app: typer.Typer, spec: TaskSpec) -> None:
@@ -63,9 +122,22 @@ def add_train_command(app: typer.Typer, spec: TaskSpec) -> None:
             help="Continue a run: from PATH, or without a path from --out's checkpoints/last.pt."),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="At most N batches per epoch."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+        fail_under: list[str] = FAIL_UNDER,
+        fail_over: list[str] = FAIL_OVER,
+        seeds: Optional[str] = typer.Option(
+            None, "--seeds", metavar="0,1,2",
+            help="Run once per seed, in --out/seed-N, then write --out/seeds.json with each metric's spread."),
+        gate_on: str = typer.Option("mean", "--gate-on", metavar="mean|min",
+                                    help="With --seeds: gate the seeds' mean, or the worst seed (min)."),
     ) -> None:
         flags = {"train.epochs": epochs, "train.device": device, "train.seed": seed, "train.max_steps": max_steps}
-        train(spec, config, overrides, out, flags, resume, as_json)
+        gates = metrics.parse(fail_under, "under") + metrics.parse(fail_over, "over")
+        if seeds is not None:
+            from cvtool.seeds import parse
+
+            train_seeds(spec, config, overrides, out, flags, resume, as_json, gates, parse(seeds), gate_on)
+        else:
+            train(spec, config, overrides, out, flags, resume, as_json, gates)
 
     command.__doc__ = spec.summary
     app.command(spec.command, help=spec.summary)(command)

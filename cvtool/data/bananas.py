@@ -12,18 +12,15 @@ from __future__ import annotations
 import colorsys
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import Dataset
-from torchvision import tv_tensors
-from torchvision.transforms import v2
 
-from cvtool.data import presets
-from cvtool.data.images import header_size, load_rgb, read_or_skip
+from cvtool.data.box_dataset import Augment, BoxDataset, load_image, to_tensor  # noqa: F401 - re-exported
+from cvtool.data.images import header_size, read_or_skip
+from cvtool.data.records import Record
 from cvtool.data.textures import background
 from cvtool.errors import InputError
 
@@ -39,6 +36,7 @@ class Annotations:
     paths: list[Path]
     objects: list[list[list[float]]]
     skipped: int = 0
+    sizes: list[tuple[int, int]] = field(default_factory=list)
 
 
 def read_labels(split_dir: Path, num_classes: int | None = None, skip: bool = False) -> Annotations:
@@ -82,7 +80,8 @@ def read_labels(split_dir: Path, num_classes: int | None = None, skip: bool = Fa
         raise InputError(f"{csv_path} lists no objects")
     names = list(objects)
     skipped = sum(size is None for size in sizes.values())
-    return Annotations([split_dir / "images" / n for n in names], [objects[n] for n in names], skipped)
+    return Annotations([split_dir / "images" / n for n in names], [objects[n] for n in names], skipped,
+                       [sizes[n] for n in names])  # type: ignore[misc]
 
 
 def _parse_row(row: list[str], csv_path: Path, line: int,
@@ -123,89 +122,30 @@ def _fmt(box: list[float]) -> str:
     return "(" + ", ".join(f"{v:g}" for v in box) + ")"
 
 
-def to_tensor(img: Image.Image, size: int | None = None) -> torch.Tensor:
-    """An RGB PIL image as uint8 (3, H, W), resized to size x size when ``size`` is given."""
-    if size is not None and img.size != (size, size):
-        img = img.resize((size, size), Image.BILINEAR)
-    return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
+class BananaDataset(BoxDataset):
+    """One split's images, decoded into memory at start-up (the set is small); see BoxDataset for items.
 
-
-def load_image(path: Path, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """An image as uint8 (3, size, size) and its original (width, height)."""
-    img = load_rgb(path)
-    return to_tensor(img, size), img.size
-
-
-@dataclass
-class Augment:
-    """Box-aware augmentation: horizontal flips and a random zoom of +-scale_jitter."""
-
-    flip: bool = False
-    scale_jitter: float = 0.0
-
-    def enabled(self) -> bool:
-        return self.flip or self.scale_jitter > 0
-
-    def transform(self) -> v2.Transform:
-        return presets.detection_train(flip=self.flip, scale_jitter=self.scale_jitter)
-
-
-class BananaDataset(Dataset):
-    """One split as {"image": uint8 (3, S, S), "labels": (max_objects, 5)} items.
-
-    Label rows are [class, x1, y1, x2, y2] with coordinates divided by the image size;
-    rows past an image's objects are padding with class -1 (and zero box). ``skip_bad``
-    leaves out the images that cannot be read, counted in ``skipped``.
+    ``skip_bad`` leaves out the images that cannot be read, counted in ``skipped``.
     """
 
     def __init__(self, root: str | Path, split: str, image_size: int, *,
                  num_classes: int | None = None, augment: Augment | None = None, skip_bad: bool = False):
         self.split_dir = Path(root) / f"bananas_{split}"
         ann = read_labels(self.split_dir, num_classes, skip_bad)
-        self.paths: list[Path] = []
-        self.image_size = image_size
-        self.max_objects = max(len(o) for o in ann.objects)
-        self.images = torch.empty(len(ann.paths), 3, image_size, image_size, dtype=torch.uint8)
-        self.labels = torch.zeros(len(ann.paths), self.max_objects, 5)
-        self.labels[..., 0] = -1
-        for path, objs in zip(ann.paths, ann.objects):
-            loaded = read_or_skip(path, lambda p: load_image(p, image_size), skip_bad)
-            if loaded is None:
-                continue
-            i = len(self.paths)
-            self.paths.append(path)
-            self.images[i], (width, height) = loaded
-            rows = torch.tensor(objs, dtype=torch.float32)
-            rows[:, 1:] /= torch.tensor([width, height, width, height], dtype=torch.float32)
-            self.labels[i, : len(objs)] = rows
-        self.skipped = ann.skipped + len(ann.paths) - len(self.paths)
-        if not self.paths:
-            raise InputError(f"{self.split_dir} holds no readable image")
-        if len(self.paths) < len(ann.paths):
-            self.images, self.labels = self.images[: len(self.paths)].clone(), self.labels[: len(self.paths)].clone()
-        self.augment = augment if augment is not None and augment.enabled() else None
-        self._transform = self.augment.transform() if self.augment else None
+        super().__init__(records(ann), image_size, augment=augment, cache=True, skip_bad=skip_bad,
+                         where=str(self.split_dir))
+        self.skipped += ann.skipped
 
-    def __len__(self) -> int:
-        return len(self.paths)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        image, labels = self.images[i], self.labels[i]
-        if self._transform is not None:
-            image, labels = self._augmented(image, labels)
-        return {"image": image, "labels": labels}
-
-    def _augmented(self, image: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        size = self.image_size
-        valid = labels[:, 0] >= 0
-        boxes = tv_tensors.BoundingBoxes(labels[valid, 1:] * size, format="XYXY", canvas_size=(size, size))
-        out = self._transform({"image": tv_tensors.Image(image), "boxes": boxes, "labels": labels[valid, 0]})
-        result = torch.zeros_like(labels)
-        result[:, 0] = -1
-        n = out["labels"].shape[0]
-        result[:n, 0] = out["labels"]
-        result[:n, 1:] = out["boxes"].as_subclass(torch.Tensor).clamp(0, size) / size
-        return out["image"].as_subclass(torch.Tensor), result
+def records(ann: Annotations) -> list[Record]:
+    """The label file's images as records (boxes in pixels)."""
+    out = []
+    for path, size, objs in zip(ann.paths, ann.sizes, ann.objects):
+        record = Record(path, size)
+        for cls, *box in objs:
+            record.add(tuple(box), int(cls))  # type: ignore[arg-type]
+        out.append(record)
+    return out
 
 
 # --------------------------------------------------------------------------- synthetic data

@@ -1,16 +1,17 @@
-"""Pascal VOC2012 object detection: the XML annotations, one split as a Dataset.
+"""Pascal VOC object detection, any year: the XML annotations, one split as records or a Dataset.
 
-Layout (DATASETS.md): ``VOC2012/ImageSets/Main/{train,val}.txt`` list ids, each with
-``Annotations/<id>.xml`` and ``JPEGImages/<id>.jpg``. The XML's child order varies between
+Layout (DATASETS.md): ``VOC<year>/ImageSets/Main/{train,val}.txt`` (or ``trainval``/``test``)
+list ids, each with ``Annotations/<id>.xml`` and ``JPEGImages/<id>.jpg`` (or the XML's
+``<filename>``, as labelImg writes it). The XML's child order varies between
 files and some coordinates are written as floats, so fields are looked up by name and read
 as numbers. VOC boxes count 1-based pixels with both ends inside the box; here they become
 continuous 0-based corners (xmin - 1, ymin - 1, xmax, ymax), the convention bananas.py
 uses, so a box's width stays xmax - xmin + 1 pixels. Every listed id is parsed and checked
 up front, so a bad file fails before training, naming the file and the object.
 
-Items match BananaDataset's: a uint8 image resized to image_size, label rows
-[class, x1, y1, x2, y2] divided by the image size (padding rows class -1), plus the
-per-box ``difficult`` flag the VOC metric needs (difficult objects are neither hits nor misses).
+Items are BoxDataset's: a uint8 image resized to image_size, label rows [class, x1, y1, x2, y2]
+divided by the image size (padding rows class -1), plus the per-box ``difficult`` flag the
+metric needs (difficult objects are neither hits nor misses).
 """
 
 from __future__ import annotations
@@ -21,18 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import torch
-from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
-from torchvision import tv_tensors
-
 from cvtool.data import voc
-from cvtool.data.bananas import Augment, load_image
-from cvtool.data.images import load_rgb, read_or_skip
+from cvtool.data.box_dataset import Augment, BoxDataset
+from cvtool.data.images import header_size, load_rgb, read_or_skip
+from cvtool.data.records import Issues, Record
 from cvtool.errors import InputError
 
 CLASSES: tuple[str, ...] = voc.CLASSES[1:]
-LAYOUT = ("VOCdevkit/VOC2012/ImageSets/Main/{train,val}.txt (one id a line), "
+LAYOUT = ("VOCdevkit/VOC<year>/ImageSets/Main/{train,val}.txt or {trainval,test}.txt (one id a line), "
           "Annotations/<id>.xml (VOC XML: object name, bndbox, difficult), JPEGImages/<id>.jpg")
 COORDS = ("xmin", "ymin", "xmax", "ymax")
 
@@ -58,24 +55,44 @@ class VOCAnnotation:
     objects: list[VOCObject]
 
 
-def find_root(root: str | Path) -> Path | None:
-    """The VOC2012 folder holding ImageSets/Main, whether ``root`` names it, VOCdevkit or the folder above."""
+def candidates(root: str | Path) -> list[Path]:
+    """The VOC year folders holding ImageSets/Main: ``root`` itself, its VOC* folders or VOCdevkit/VOC*."""
     root = Path(root)
-    for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
-        if (candidate / "ImageSets" / "Main").is_dir():
-            return candidate
-    return None
-
-
-def voc_root(root: str | Path) -> Path:
-    found = find_root(root)
-    if found is None:
-        raise InputError(f"{root} is not a VOC2012 detection folder: expected {LAYOUT}")
+    if (root / "ImageSets" / "Main").is_dir():
+        return [root]
+    found = []
+    for parent in (root, root / "VOCdevkit"):
+        if parent.is_dir():
+            found += [p for p in sorted(parent.glob("VOC*")) if (p / "ImageSets" / "Main").is_dir()]
     return found
 
 
-def parse_annotation(path: Path, classes: Sequence[str] = CLASSES) -> VOCAnnotation:
-    """Read one VOC XML file; anything malformed is an InputError naming the file and the object."""
+def voc_root(root: str | Path) -> Path:
+    found = candidates(root)
+    if not found:
+        raise InputError(f"{root} is not a VOC detection folder: expected {LAYOUT}")
+    if len(found) > 1:
+        raise InputError(f"{root} holds {len(found)} VOC years ({', '.join(p.name for p in found)}); "
+                         f"set data.root to one of them")
+    return found[0]
+
+
+def split_lists(base: Path, train: str, val: str) -> tuple[str, str, str | None]:
+    """The split list names to read, and a note when ``auto`` fell back to trainval/test."""
+    main = base / "ImageSets" / "Main"
+    if train != "auto" and val != "auto":
+        return train, val, None
+    if (main / "train.txt").is_file() or not (main / "trainval.txt").is_file():
+        return ("train" if train == "auto" else train), ("val" if val == "auto" else val), None
+    chosen = ("trainval" if train == "auto" else train), ("test" if val == "auto" else val)
+    return *chosen, f"no train.txt, so {chosen[0]}.txt trains and {chosen[1]}.txt validates"
+
+
+def parse_annotation(path: Path, classes: Sequence[str] | None = CLASSES) -> VOCAnnotation:
+    """Read one VOC XML file; anything malformed is an InputError naming the file and the object.
+
+    With ``classes`` None any name is taken (label -1), so the names can be gathered first.
+    """
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
@@ -84,18 +101,18 @@ def parse_annotation(path: Path, classes: Sequence[str] = CLASSES) -> VOCAnnotat
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if root.tag != "annotation":
         raise InputError(f"{path}: the root element is <{root.tag}>, expected <annotation>")
-    index = {name: k for k, name in enumerate(classes)}
+    index = None if classes is None else {name: k for k, name in enumerate(classes)}
     objects = [_parse_object(obj, f"{path} object {k}", index)
                for k, obj in enumerate(root.findall("object"), 1)]
     return VOCAnnotation(path, (root.findtext("filename") or "").strip(), _parse_size(root, path), objects)
 
 
-def _parse_object(obj: ET.Element, where: str, index: dict[str, int]) -> VOCObject:
+def _parse_object(obj: ET.Element, where: str, index: dict[str, int] | None) -> VOCObject:
     name = (obj.findtext("name") or "").strip()
     if not name:
         raise InputError(f"{where}: no <name>")
     where = f"{where} ({name})"
-    if name not in index:
+    if index is not None and name not in index:
         known = ", ".join(list(index)[:25])
         raise InputError(f"{where}: class {name!r} is not in the class list ({known}); set data.classes")
     box = obj.find("bndbox")
@@ -107,7 +124,7 @@ def _parse_object(obj: ET.Element, where: str, index: dict[str, int]) -> VOCObje
                          f"ymin < ymax")
     if xmin < 0 or ymin < 0:
         raise InputError(f"{where}: bndbox ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) starts outside the image")
-    return VOCObject(name, index[name], (max(xmin - 1, 0.0), max(ymin - 1, 0.0), xmax, ymax),
+    return VOCObject(name, -1 if index is None else index[name], (max(xmin - 1, 0.0), max(ymin - 1, 0.0), xmax, ymax),
                      difficult=_flag(obj, "difficult", where), truncated=_flag(obj, "truncated", where))
 
 
@@ -142,15 +159,6 @@ def _parse_size(root: ET.Element, path: Path) -> tuple[int, int] | None:
     return round(width), round(height)
 
 
-def header_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image file's header, without decoding the pixels."""
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from None
-
-
 def check_boxes(ann: VOCAnnotation, width: int, height: int) -> None:
     """Each box inside the image, whose real size must agree with the XML's <size>."""
     if ann.size is not None and ann.size != (width, height):
@@ -183,26 +191,30 @@ class Split:
     skipped: int = 0
 
 
-def read_split(root: str | Path, split: str, classes: Sequence[str] = CLASSES, skip: bool = False) -> Split:
+def read_split(root: str | Path, split: str, classes: Sequence[str] | None = CLASSES, skip: bool = False,
+               issues: Issues | None = None) -> Split:
     """Parse and check every id of ``ImageSets/Main/<split>.txt``.
 
     With ``skip`` (data.on_bad_image: skip) each image is decoded once here and the unreadable
     ones are left out; otherwise only headers are read and a bad image fails when it is loaded.
+    With ``classes`` None every object name is taken (label -1; see ``class_names``). A
+    collecting ``issues`` (data check) hears of each bad id and the split goes on without it.
     """
     base = voc_root(root)
     list_file = base / "ImageSets" / "Main" / f"{split}.txt"
     out = Split([], [], [], [])
     for line, name in read_ids(list_file):
-        xml, jpg = base / "Annotations" / f"{name}.xml", base / "JPEGImages" / f"{name}.jpg"
-        for kind, path in (("annotation", xml), ("image", jpg)):
-            if not path.is_file():
-                raise InputError(f"{list_file} line {line}: id {name} has no {kind} {path}")
-        ann = parse_annotation(xml, classes)
-        size = read_or_skip(jpg, (lambda p: load_rgb(p).size) if skip else header_size, skip)
-        if size is None:
+        try:
+            found = _read_id(base, list_file, line, name, classes, skip)
+        except InputError as exc:
+            if issues is None or not issues.collect:
+                raise
+            issues.add(list_file, str(exc))
+            continue
+        if found is None:
             out.skipped += 1
             continue
-        check_boxes(ann, *size)
+        jpg, size, ann = found
         out.ids.append(name)
         out.images.append(jpg)
         out.sizes.append(size)
@@ -212,58 +224,59 @@ def read_split(root: str | Path, split: str, classes: Sequence[str] = CLASSES, s
     return out
 
 
-class VOCDetection(Dataset):
-    """One split as {"image": uint8 (3, S, S), "labels": (max_objects, 5), "difficult": (max_objects,) bool}.
+def _read_id(base: Path, list_file: Path, line: int, name: str, classes: Sequence[str] | None,
+             skip: bool) -> tuple[Path, tuple[int, int], VOCAnnotation] | None:
+    xml = base / "Annotations" / f"{name}.xml"
+    if not xml.is_file():
+        raise InputError(f"{list_file} line {line}: id {name} has no annotation {xml}")
+    ann = parse_annotation(xml, classes)
+    jpg = image_of(base, name, ann.filename)
+    if not jpg.is_file():
+        raise InputError(f"{list_file} line {line}: id {name} has no image {jpg}")
+    size = read_or_skip(jpg, (lambda p: load_rgb(p).size) if skip else
+                        (lambda p: header_size(p, lambda exc: f"cannot read image {p}: {exc}")), skip)
+    if size is None:
+        return None
+    check_boxes(ann, *size)
+    return jpg, size, ann
 
-    As BananaDataset: rows [class, x1, y1, x2, y2] with coordinates divided by the image's
-    width and height, padding rows class -1 and zero box. The labels of the whole split are
-    held in ``labels`` and ``difficult``; images are decoded (and resized) as they are asked
-    for, since VOC at full size would not fit in memory.
-    """
+
+def image_of(base: Path, name: str, filename: str) -> Path:
+    """JPEGImages/<id>.jpg, or the XML's <filename> there (labelImg keeps .png and .jpeg as they are)."""
+    jpg = base / "JPEGImages" / f"{name}.jpg"
+    if not jpg.is_file() and filename and Path(filename).name == filename:
+        other = base / "JPEGImages" / filename
+        return other if other.is_file() else jpg
+    return jpg
+
+
+def class_names(splits: Sequence[Split]) -> list[str]:
+    """The object names of the splits' XML, sorted."""
+    return sorted({o.name for s in splits for a in s.annotations for o in a.objects})
+
+
+def records(split: Split, classes: Sequence[str]) -> list[Record]:
+    """The split as records, objects labelled by their place in ``classes``."""
+    index = {name: k for k, name in enumerate(classes)}
+    out = []
+    for path, size, ann in zip(split.images, split.sizes, split.annotations):
+        record = Record(path, size, where=str(ann.path))
+        for k, obj in enumerate(ann.objects, 1):
+            if obj.name not in index:
+                raise InputError(f"{ann.path} object {k} ({obj.name}): class {obj.name!r} is not in the class "
+                                 f"list ({', '.join(list(index)[:25])}); set data.classes")
+            record.add(obj.box, index[obj.name], obj.difficult)
+        out.append(record)
+    return out
+
+
+class VOCDetection(BoxDataset):
+    """One split, images decoded as they are asked for; items as BoxDataset's ("difficult": VOC's flag)."""
 
     def __init__(self, root: str | Path, split: str, image_size: int, *, classes: Sequence[str] = CLASSES,
                  augment: Augment | None = None, skip_bad: bool = False):
         self.classes = list(classes)
         data = read_split(root, split, self.classes, skip_bad)
-        self.ids, self.paths, self.skipped = data.ids, data.images, data.skipped
-        self.image_size = image_size
-        self.max_objects = max(1, max(len(a.objects) for a in data.annotations))
-        self.labels = torch.zeros(len(self.ids), self.max_objects, 5)
-        self.labels[..., 0] = -1
-        self.difficult = torch.zeros(len(self.ids), self.max_objects, dtype=torch.bool)
-        for i, (ann, (width, height)) in enumerate(zip(data.annotations, data.sizes)):
-            if not ann.objects:
-                continue
-            rows = torch.tensor([[o.label, *o.box] for o in ann.objects], dtype=torch.float32)
-            rows[:, 1:] /= torch.tensor([width, height, width, height], dtype=torch.float32)
-            self.labels[i, : len(rows)] = rows
-            self.difficult[i, : len(rows)] = torch.tensor([o.difficult for o in ann.objects])
-        self.augment = augment if augment is not None and augment.enabled() else None
-        self._transform = self.augment.transform() if self.augment else None
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        image, _ = load_image(self.paths[i], self.image_size)
-        labels, difficult = self.labels[i], self.difficult[i]
-        if self._transform is not None:
-            image, labels, difficult = self._augmented(image, labels, difficult)
-        return {"image": image, "labels": labels, "difficult": difficult}
-
-    def _augmented(self, image: torch.Tensor, labels: torch.Tensor,
-                   difficult: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Boxes move with the image; class and difficult travel together so dropped boxes lose both."""
-        size = self.image_size
-        valid = labels[:, 0] >= 0
-        boxes = tv_tensors.BoundingBoxes(labels[valid, 1:] * size, format="XYXY", canvas_size=(size, size))
-        tags = torch.stack([labels[valid, 0], difficult[valid].float()], dim=1)
-        out = self._transform({"image": tv_tensors.Image(image), "boxes": boxes, "labels": tags})
-        n = out["labels"].shape[0]
-        labels = torch.zeros_like(labels)
-        labels[:, 0] = -1
-        labels[:n, 0] = out["labels"][:, 0]
-        labels[:n, 1:] = out["boxes"].as_subclass(torch.Tensor).clamp(0, size) / size
-        flags = torch.zeros_like(difficult)
-        flags[:n] = out["labels"][:, 1] > 0
-        return out["image"].as_subclass(torch.Tensor), labels, flags
+        self.ids = data.ids
+        super().__init__(records(data, self.classes), image_size, augment=augment, where=split)
+        self.skipped = data.skipped

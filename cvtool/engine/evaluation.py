@@ -27,8 +27,8 @@ def loader_options(task: Task, device: torch.device) -> dict[str, Any]:
                 worker_init_fn=ignore_sigint if workers else None)
 
 
-def val_loader(task: Task, device: torch.device) -> DataLoader:
-    return DataLoader(task.val_data, batch_size=task.config.data.batch_size, shuffle=False,
+def val_loader(task: Task, device: torch.device, batch_size: int | None = None) -> DataLoader:
+    return DataLoader(task.val_data, batch_size=batch_size or task.config.data.batch_size, shuffle=False,
                       **loader_options(task, device))
 
 
@@ -44,9 +44,10 @@ def evaluate(task: Task, net: nn.Module, loader: DataLoader, device: torch.devic
         return task.evaluate(net, stream, device)
 
 
-def score(task: Task, device: torch.device) -> dict[str, float]:
-    """``cvtool eval``: the whole validation set, the model placed as training places it."""
+def score(task: Task, device: torch.device, batch_size: int | None = None) -> dict[str, float]:
+    """``cvtool eval``: the whole validation set, the model placed as training places it
+    (an export's adapter may need another batch size than the config's)."""
     tc = task.config.train
     model = place(task.model, device, tc).eval()
     runtime.configure(device, tc.deterministic)
-    return evaluate(task, model, val_loader(task, device), device, runtime.amp_dtype(device, tc.amp), tc.channels_last)
+    return evaluate(task, model, val_loader(task, device, batch_size), device, runtime.amp_dtype(device, tc.amp), tc.channels_last)

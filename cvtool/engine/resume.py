@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import cvtool
 from cvtool import config as cfglib
-from cvtool.engine import checkpoint
+from cvtool.engine import checkpoint, early_stop
 from cvtool.errors import InputError
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ def state(trainer: Trainer, rng: dict[str, Any] | None) -> dict[str, Any]:
         "scheduler": trainer.scheduler.state_dict(),
         "scaler": trainer.scaler.state_dict(),
         "best": trainer.best,
+        "early_stop": trainer.early,
         "metrics": trainer.last_row,
         "rng": rng,
         "cvtool_version": cvtool.__version__,
@@ -56,5 +57,7 @@ def restore(trainer: Trainer, ckpt: dict[str, Any]) -> None:
     trainer.partial = ckpt.get("partial") or {}
     trainer.skipped = int(ckpt.get("skipped", 0))
     trainer.best = dict(ckpt["best"])
+    trainer.early = {**early_stop.fresh(), **(ckpt.get("early_stop") or {})}
+    early_stop.check_resume(trainer.early, trainer.tc, trainer.run.run_dir)
     trainer.last_row = dict(ckpt.get("metrics") or {})
     checkpoint.set_rng_state(ckpt["rng"], trainer.procs.rank)

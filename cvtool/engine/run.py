@@ -10,10 +10,11 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 from cvtool import config as cfglib
-from cvtool.engine import checkpoint, optim, placement, rundir, runtime, threads
+from cvtool import metrics
+from cvtool.engine import checkpoint, lock, optim, placement, rundir, runtime, threads
 from cvtool.engine.progress import Reporter
 from cvtool.engine.task import Task
 from cvtool.engine.trainer import Run, Trainer
@@ -119,32 +120,35 @@ def thread_policy(cfg: cfglib.TaskConfig, procs: runtime.Processes) -> threads.P
 
 def header(command: str, task: Task, dev: Any, procs: runtime.Processes, policy: threads.Policy,
            where_to: str, recipe: str) -> str:
-    """The run's first line: sizes, where and how the math runs, where the files go."""
+    """The run's first line: sizes, where and how the math runs, where the files go, and what the
+    task chose about its data (metadata["data"]: the layout found, the cache)."""
     dtype = runtime.amp_dtype(dev, task.config.train.amp)
     how = [str(dtype).removeprefix("torch.") if dtype else "fp32",
            "channels_last" if task.config.train.channels_last is True else "NCHW",
            f"{policy.choice.describe()} threads"]
     return (f"{command}: {len(task.train_data)} train / {len(task.val_data)} val items on {dev}"
-            f"{f' x {procs.world} processes' if procs.distributed else ''} ({', '.join(how)}); {recipe}; {where_to}")
+            f"{f' x {procs.world} processes' if procs.distributed else ''} ({', '.join(how)}); {recipe}; {where_to}"
+            + (f"; {task.metadata['data']}" if task.metadata.get("data") else ""))
 
 
 def train(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, *, out: str | None,
           argv: list[str], stream: TextIO, resume_from: dict[str, Any] | None = None,
           resume_path: Path | None = None,
           on_stop: Callable[[str, Path | None, BaseException], None] | None = None,
-          family: str | None = None, quiet: bool = False) -> Result:
+          family: str | None = None, gates: Sequence[metrics.Gate] = (), quiet: bool = False) -> Result:
     """Train ``command``'s task; ``on_stop(status, run_dir, exc)`` hears of an interrupted or
     failed run on the main process before the exception goes on (run_dir None: none yet).
 
     Until the trainer takes over, SIGINT/SIGTERM stop at once (nothing is written yet); from
     then on they stop at the next step (cvtool.engine.runtime.StopFlag). ``family`` (the task's)
-    picks ``train.channels_last: auto``; ``quiet`` keeps the run from reporting at all."""
+    picks ``train.channels_last: auto``; ``gates``' metrics are checked against the task's before
+    training starts (the caller applies them to the result); ``quiet`` keeps the run from reporting at all."""
     procs = runtime.processes_from_env()
     with runtime.StopFlag(immediate=True) as stop:
         try:
             return start(command, build, cfg, procs, stop, out=out, argv=argv, stream=stream,
                          resume_from=resume_from, resume_path=resume_path, on_stop=on_stop, family=family,
-                         quiet=quiet)
+                         gates=gates, quiet=quiet)
         except KeyboardInterrupt as exc:
             name = exc.args[0] if isinstance(exc, runtime.Signalled) else "SIGINT"
             error = Interrupted(f"{name} received during start-up, before the first step; no checkpoint "
@@ -158,16 +162,22 @@ def start(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, proc
           stop: runtime.StopFlag, *, out: str | None, argv: list[str], stream: TextIO,
           resume_from: dict[str, Any] | None, resume_path: Path | None,
           on_stop: Callable[[str, Path | None, BaseException], None] | None, family: str | None,
-          quiet: bool = False) -> Result:
+          gates: Sequence[metrics.Gate], quiet: bool = False) -> Result:
     dev = runtime.select_device(cfg.train.device, procs.local_rank, world=procs.world)
     cfg.train.channels_last = placement.channels_last_for(cfg.train.channels_last, dev, family)
     policy = thread_policy(cfg, procs)
     runtime.configure(dev, cfg.train.deterministic)  # before build, which may run the GPU (train-dog's cache)
     runtime.init_processes(procs, dev)
     resuming = resume_from is not None
+    held = None
     try:
-        run_dir = runtime.broadcast(rundir.choose(command, out, resuming=resuming, reuse=True)
-                                    if procs.main else None)
+        if procs.main:  # the lock first: a folder in use is never mistaken for someone else's files
+            path = rundir.target(command, out)
+            if not (path / lock.NAME).exists():  # not in use: refuse a folder that is not ours before touching it
+                rundir.check_out(path, resuming, reuse=True)
+            held = lock.RunLock(path).acquire(argv)
+            rundir.check_out(path, resuming, reuse=True)
+        run_dir = runtime.broadcast(held.run_dir if held else None)
         runtime.seed_everything(cfg.train.seed)
         reporter = Reporter(stream, quiet=quiet or not procs.main)
         task = build_once(build, cfg, procs)
@@ -175,6 +185,7 @@ def start(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, proc
         run = Run(run_dir=run_dir, device=dev, argv=argv, resume_from=resume_from, resume_path=resume_path,
                   procs=procs, threads=policy)
         fit = Trainer(task, run, reporter)  # its checks need the task; they write nothing
+        metrics.require_known(gates, fit.columns[1:], command)
         runtime.pause_point("start-up")
         with stop.held():  # never half moved
             aside = rundir.set_aside(run_dir) if procs.main and not resuming else None
@@ -191,5 +202,7 @@ def start(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, proc
                 on_stop("failed", run_dir, exc)
             raise
     finally:
+        if held is not None:
+            held.release()
         runtime.close_processes()
     return Result(run_dir=run_dir, summary=summary, main=procs.main, reporter=reporter)

@@ -20,8 +20,9 @@ import torchvision
 import yaml
 
 import cvtool
+from cvtool.engine.lock import NAME as LOCK  # never moved or deleted
 from cvtool.errors import InputError
-from cvtool.files import atomic_write
+from cvtool.files import atomic_write, json_text
 
 
 ATTEMPTS = "attempts"  # where a restarted run keeps the files of the attempts that came to nothing
@@ -30,15 +31,26 @@ ATTEMPTS = "attempts"  # where a restarted run keeps the files of the attempts t
 def choose(command: str, out: str | None, resuming: bool, reuse: bool = False) -> Path:
     """``out`` as given, or the first free ``runs/<command>/expN``. With ``reuse`` a run that
     stopped before its first checkpoint may start again there (``set_aside`` keeps its files)."""
+    path = target(command, out)
+    check_out(path, resuming, reuse)
+    return path
+
+
+def check_out(path: Path, resuming: bool, reuse: bool) -> None:
+    """Whether a new run may write into ``path`` (a train command checks this holding its lock)."""
+    if not resuming and reuse:
+        check_free(path)
+    elif not resuming and leftovers(path):
+        raise InputError(f"--out {path} already holds files; pass --resume to continue that run "
+                         "or choose another --out")
+
+
+def target(command: str, out: str | None) -> Path:
+    """``out``, or the first ``runs/<command>/expN`` that does not exist yet."""
     if out is not None:
         path = Path(out)
         if path.exists() and not path.is_dir():
             raise InputError(f"--out {path} exists and is not a folder")
-        if not resuming and reuse:
-            check_free(path)
-        elif not resuming and path.is_dir() and any(path.iterdir()):
-            raise InputError(f"--out {path} already holds files; pass --resume to continue that run "
-                             "or choose another --out")
         return path
     base = Path("runs") / command
     n = 1
@@ -62,8 +74,8 @@ def status(path: Path) -> str | None:
 
 
 def leftovers(path: Path) -> list[Path]:
-    """What is in ``path`` besides earlier attempts."""
-    return [p for p in path.iterdir() if p.name != ATTEMPTS] if path.is_dir() else []
+    """What is in ``path`` besides earlier attempts and the run's lock file."""
+    return [p for p in path.iterdir() if p.name not in (ATTEMPTS, LOCK)] if path.is_dir() else []
 
 
 def restartable(path: Path) -> bool:
@@ -122,7 +134,7 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    write_text(path, json_text(data, indent=2) + "\n")
 
 
 def update_json(path: Path, **fields: Any) -> None:

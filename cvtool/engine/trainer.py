@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cvtool import config as cfglib
-from cvtool.engine import checkpoint, ema, plots, resume, rundir, runtime, tensorboard
+from cvtool.engine import checkpoint, early_stop, ema, finite, plots, resume, rundir, runtime, tensorboard
 from cvtool.engine.evaluation import evaluate, loader_options, val_loader
 from cvtool.engine.optim import describe, lr_factor, optimizer_for, recipe
 from cvtool.engine.placement import no_sync, place, to_device, wrap
@@ -99,6 +99,8 @@ class Trainer:
         self.partial: dict[str, Any] = {}
         self.skipped = 0
         self.poisoned = False
+        self.early = early_stop.fresh()
+        self.epoch_lr = self.optimizer.param_groups[0]["lr"]
         self.board = tensorboard.Board(None)
 
     def global_step(self) -> int:
@@ -115,9 +117,15 @@ class Trainer:
     def restore(self, ckpt: dict[str, Any]) -> None:
         resume.restore(self, ckpt)
 
+    def weights(self) -> list[nn.Module | None]:
+        return [self.model, self.ema.module if self.ema else None]
+
     def save(self, name: str) -> Path:
+        """No checkpoint ever holds non-finite weights (cvtool.engine.finite)."""
         path = self.ckpt_dir / name
         runtime.pause_point("save")
+        finite.check_weights(self.weights(), self.epoch + (self.step_in_epoch > 0), self.epoch_lr,
+                             self.ckpt_dir / "last.pt", self.epoch)
         rng = checkpoint.all_rng_states()  # a collective: every rank gives its generators
         if self.main:
             checkpoint.save(self.state(rng), path)
@@ -154,7 +162,7 @@ class Trainer:
         self.board = tensorboard.Board.for_run(run_dir, getattr(self.cfg, "log", None), self.main,
                                                self.global_step() if resume is not None else None)
         try:
-            while self.epoch < self.tc.epochs:
+            while self.epoch < self.tc.epochs and self.early["stopped"] is None:
                 self.train_epoch(stop)
             return self.complete()
         except Interrupted:
@@ -177,6 +185,7 @@ class Trainer:
         seconds = float(self.partial.get("seconds", 0.0))
         (self.task.train_mode or nn.Module.train)(self.model)
         self.reporter.start_epoch(epoch, self.tc.epochs, self.steps_per_epoch, done=start_step)
+        self.epoch_lr = self.optimizer.param_groups[0]["lr"]
         began = time.perf_counter()
         step, group = start_step, self.tc.accumulate_steps
         for batch in islice(self.train_loader, self.steps_per_epoch - start_step):
@@ -211,13 +220,18 @@ class Trainer:
         row["images_per_second"] = images / seconds if seconds > 0 else None
         extra = {k: v for k, v in row.items() if k not in self.columns}  # e.g. per-class IoU
         self.last_row = {k: v for k, v in row.items() if k in self.columns}
-        self.epoch, self.step_in_epoch, self.partial = epoch, 0, {}
         if self.main:
             self.metrics.append(self.last_row)
+        clean = finite.check_epoch(row, self.weights(), self.tc.on_nan, epoch=epoch, lr=self.epoch_lr,
+                                   last=self.ckpt_dir / "last.pt", done=self.epoch)
+        self.epoch, self.step_in_epoch, self.partial = epoch, 0, {}
+        if early_stop.update(self.early, row.get(self.task.best_metric), clean, self.task.best_mode, self.tc, epoch):
+            self.reporter.info(f"stopping early: no gain of {self.task.best_metric} > {self.tc.min_delta:g} in "
+                               f"{self.early['since']} epochs (train.patience)")
         self.board.epoch(self.last_row, self.global_step(),
                          self.task.pictures and (lambda: self.task.pictures(self.model, self.device)))
-        if self.improved(row.get(self.task.best_metric)):
-            self.best.update(value=row[self.task.best_metric], epoch=epoch, extra=extra)
+        if clean and self.improved(row.get(self.task.best_metric)):
+            self.best.update(value=row[self.task.best_metric], epoch=epoch, extra=extra, row=self.last_row)
             self.save("best.pt")
         self.save("last.pt")
         self.write_summary("running")
@@ -368,7 +382,10 @@ class Trainer:
             "epochs": self.tc.epochs,
             "best": {k: self.best[k] for k in ("metric", "mode", "value", "epoch")},
             "final": self.last_row,
+            "best_row": self.best.get("row", {}),  # the best epoch's metrics.csv row: what train's gates check
             "extra": {"epoch": self.best["epoch"], **self.best["extra"]} if self.best.get("extra") else {},
+            "stopped_early": self.early["stopped"] is not None,
+            "stopped_epoch": self.early["stopped"],
             "skipped_steps": self.skipped,
             "optim": self.recipe,
             "skipped_images": self.task.metadata.get("skipped_images", 0),

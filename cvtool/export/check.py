@@ -67,6 +67,9 @@ def compare(graph: Graph, ref: tuple[torch.Tensor, ...], got: tuple[torch.Tensor
     tol = TOLERANCE[half]
     if graph.family == "detect":
         return _compare_detections(ref, got, graph.module.min_score, tol, BOX_TOLERANCE[half])
+    if graph.family == "style":
+        diff = (ref[0].float() - got[0].float()).abs().max().item()
+        return {"max_abs_diff": diff, "tolerance": tol, "ok": diff <= tol}
     if graph.family == "classify":
         probs, out = ref[0].float(), got[0].float()
         top2 = probs.topk(min(2, probs.shape[1]), dim=1).values

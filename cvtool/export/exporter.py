@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ import cvtool
 from cvtool import config as cfglib
 from cvtool.engine import checkpoint
 from cvtool.errors import CvtoolError, InputError
-from cvtool.export import check, graphs, runtime, writer
+from cvtool.export import check, graphs, parity, quantize, runtime, writer
+from cvtool.files import atomic_write, json_text
 from cvtool.tasks import registry
 from cvtool.tasks.registry import TaskSpec
 
@@ -40,6 +40,11 @@ class Request:
     image_size: tuple[int, int] | None = None
     half: bool = False
     check: bool = True
+    check_metric: bool = False
+    max_drop: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)  # config changes for --check-metric's scoring
+    int8: bool = False
+    calib_images: int = quantize.DEFAULT_IMAGES
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -70,6 +75,8 @@ def refuse_stylize(path: Path) -> None:
 
 
 def class_names(spec: TaskSpec, cfg: Any, metadata: dict[str, Any]) -> list[str]:
+    if spec.family == "style":  # pictures in, pictures out: no classes
+        return []
     if metadata.get("classes"):
         return [str(c) for c in metadata["classes"]]
     if getattr(cfg.data, "classes", None):
@@ -102,7 +109,7 @@ def targets(req: Request, command: str) -> tuple[Path, Path, bool]:
     if folder is None:
         parent = req.checkpoint.resolve().parent
         folder = (parent.parent if parent.name == "checkpoints" else parent) / "export"
-    model = folder / f"{command}{writer.EXTENSIONS[req.format]}"
+    model = folder / f"{command}{'.int8' if req.int8 else ''}{writer.EXTENSIONS[req.format]}"
     for path in (model, runtime.meta_path(model)):
         if path.exists():
             raise InputError(f"{path} already exists; remove it or pass another --out DIR")
@@ -167,30 +174,32 @@ def describe(graph: graphs.Graph, req: Request, ckpt: dict[str, Any], opset: int
 def export(req: Request) -> dict[str, Any]:
     if req.format not in writer.EXTENSIONS:
         raise InputError(f"--format must be onnx or torchscript, got {req.format!r}")
+    if req.max_drop and not (req.check_metric or req.int8):
+        raise InputError("--max-drop needs --check-metric (or --int8, which always scores the export)")
     opset = writer.check_opset(req.opset, req.format)
     graph, ckpt, cfg = load_graph(req)
     writer.check_graph_opset(graph, opset)
-    if req.format == "onnx" and req.check:
+    if req.int8:
+        quantize.refuse(graph.command, graph.per_image, req.format, req.half, req.calib_images)
+    if req.format == "onnx" and (req.check or req.int8):
         runtime.onnxruntime()  # missing -> exit 3 before anything is written
+    baseline, gates = None, []
+    if req.check_metric or req.int8:  # the checkpoint's scores first: a bad --max-drop costs no export
+        baseline = parity.baseline(req.checkpoint, req.overrides)
+        gates = parity.gates(req.max_drop, baseline)
     model, meta, created = targets(req, graph.command)
     tmp_model, tmp_meta = writer.temp_name(model), writer.temp_name(meta)
     try:
-        if req.format == "onnx":
-            writer.write_onnx(graph, tmp_model, opset, dynamic_batch(graph, req))
-        else:
-            writer.write_torchscript(graph, tmp_model)
-        report = None
-        if req.check:
-            run = runtime.Runner(tmp_model, req.format)
-            batch = 3 if dynamic_batch(graph, req) else 1
-            report = check.verify(graph, run, getattr(cfg.data, "root", None), batch, req.half)
-            if not report["ok"]:
-                raise Mismatch(f"the exported {graph.command} model does not give the checkpoint's answers "
-                               f"({summary(report)}); nothing was written", report)
-        tmp_meta.write_text(json.dumps(describe(graph, req, ckpt, opset, model, report), indent=2) + "\n",
-                            encoding="utf-8")
+        report, int8 = write_checked(graph, req, cfg, ckpt, tmp_model, opset)
+        described = describe(graph, req, ckpt, opset, model, report)
+        described["int8"] = int8
+        tmp_meta.write_text(json_text(described, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp_model, model)
         os.replace(tmp_meta, meta)
+        metric = None
+        if baseline is not None:  # scored as written; kept whatever it scores
+            metric = parity.measure(model, baseline, req.overrides, gates)
+            atomic_write(meta, json_text({**described, "metric_parity": metric}, indent=2) + "\n")
     except OSError as exc:
         raise InputError(f"cannot write the export to {model.parent}: {exc.strerror or exc}") from None
     finally:
@@ -199,8 +208,36 @@ def export(req: Request) -> dict[str, Any]:
         if created and not model.exists() and not any(model.parent.iterdir()):
             model.parent.rmdir()
     return {"status": "ok", "task": graph.command, "format": req.format, "model": str(model), "meta": str(meta),
-            "opset": opset, "size": list(graph.size), "half": req.half, "bytes": model.stat().st_size,
-            "check": report}
+            "opset": opset, "size": list(graph.size), "half": req.half, "int8": int8,
+            "bytes": model.stat().st_size, "check": report, "metric_parity": metric}
+
+
+def write_checked(graph: graphs.Graph, req: Request, cfg: Any, ckpt: dict[str, Any], path: Path,
+                  opset: int | None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The model at ``path`` (quantized with --int8) and its tensor check. An INT8 model cannot
+    match fp32 tensors to 1e-4: its check is recorded, and its metrics are the gate."""
+    int8 = None
+    if req.format == "onnx":
+        writer.write_onnx(graph, path, opset, dynamic_batch(graph, req))
+        if req.int8:
+            fp32 = path.with_name(path.name + ".fp32")
+            try:
+                os.replace(path, fp32)
+                int8 = quantize.quantize(graph, fp32, path, ckpt["config"], req.calib_images)
+            finally:
+                fp32.unlink(missing_ok=True)
+    else:
+        writer.write_torchscript(graph, path)
+    if not req.check:
+        return None, int8
+    batch = 3 if dynamic_batch(graph, req) else 1
+    report = check.verify(graph, runtime.Runner(path, req.format), getattr(cfg.data, "root", None), batch, req.half)
+    if int8 is not None:
+        report["gating"] = False
+    elif not report["ok"]:
+        raise Mismatch(f"the exported {graph.command} model does not give the checkpoint's answers "
+                       f"({summary(report)}); nothing was written", report)
+    return report, int8
 
 
 def summary(report: dict[str, Any] | None) -> str:
@@ -208,10 +245,14 @@ def summary(report: dict[str, Any] | None) -> str:
     if report is None:
         return "not checked (--no-check)"
     head = f"{report['images']} images ({report['source']})"
+    if report.get("gating") is False:
+        head = f"INT8, for information (the metrics are its gate): {head}"
     if "top1_identical" in report:
         top1 = "identical" if report["top1_identical"] else f"differs on {report['top1_differing']} images"
         return (f"{head}: max |dprob| {report['max_abs_diff']:.2e} (tolerance {report['tolerance']:.0e}), "
                 f"top-1 {top1}")
+    if "top1_identical" not in report and "max_abs_diff" in report:
+        return f"{head}: max |dpixel| {report['max_abs_diff']:.2e} (tolerance {report['tolerance']:.0e})"
     if "masks_identical" in report:
         return (f"{head}: argmax masks {'identical' if report['masks_identical'] else 'differ'} "
                 f"({report['pixels_differing']} of {report['pixels']} pixels differ)")

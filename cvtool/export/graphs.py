@@ -22,7 +22,7 @@ from cvtool.errors import InputError
 from cvtool.ops.boxes import decode_boxes
 from cvtool.tasks.registry import TaskSpec
 
-EXPORTABLE = ("classify", "detect", "segment")  # registry families with a network to export
+EXPORTABLE = ("classify", "detect", "segment", "style")  # registry families with a network to export
 # Boxes are clipped to the image ([0, 1]); shifting each (image, class) group this far apart
 # keeps groups from overlapping, so one NMS call suppresses within groups only.
 GROUP_STRIDE = 2
@@ -61,6 +61,17 @@ class Segmenter(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(self.norm(images)).float().argmax(1)
+
+
+class Styler(nn.Module):
+    """images -> stylised images (N, 3, H, W) in [0, 1] at the input's size; the network takes plain pixels."""
+
+    def __init__(self, net: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.net, self.dtype = net, dtype
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images.to(self.dtype)).float().clamp(0, 1)
 
 
 class Detector(nn.Module):
@@ -138,6 +149,8 @@ def normalisation(spec: TaskSpec, cfg: Any) -> tuple[list[float], list[float]]:
         low, high = (to_input(torch.full((1, 3, 1, 1), v)).flatten().double() for v in (0.0, 1.0))
         std = 1 / (high - low)
         return [round(v, 6) for v in (-low * std).tolist()], [round(v, 6) for v in std.tolist()]
+    if spec.family == "style":
+        return [0.0] * 3, [1.0] * 3
     if spec.family == "detect":  # SSD-style detectors see raw 0..255 pixels: (x - 0) / (1/255)
         return [0.0] * 3, [1 / 255] * 3
     return list(cfg.data.mean), list(cfg.data.std)
@@ -149,6 +162,8 @@ def default_size(spec: TaskSpec, cfg: Any) -> tuple[int, int]:
         return tuple(cfg.data.crop_size)
     if spec.input_size is not None:
         return spec.input_size
+    if spec.family == "style":
+        return cfg.data.image_size, cfg.data.image_size
     return cfg.data.image_size, cfg.data.image_size
 
 
@@ -187,6 +202,11 @@ def build(spec: TaskSpec, net: nn.Module, cfg: Any, classes: list[str], size: tu
                     "meaning": "class index of every pixel (index into `classes`), at the input's size"}]
         return Graph(spec.command, spec.family, Segmenter(traced, norm).eval(), size, mean, std, True, outputs,
                      lambda x: (net(to_input(x)),), classes)
+    if spec.family == "style":
+        outputs = [{"name": "images_out", "dtype": "float32", "shape": ["batch", 3, "height", "width"],
+                    "meaning": "the stylised images, RGB in [0, 1], at the input's size"}]
+        return Graph(spec.command, spec.family, Styler(traced, dtype).eval(), size, mean, std, True, outputs,
+                     lambda x: (Styler(net, torch.float32)(x),), classes)
     return _detector(spec, net, traced, norm, cfg, classes, size, mean, std)
 
 

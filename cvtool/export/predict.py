@@ -42,7 +42,9 @@ class _Adapter(nn.Module):
 
 
 class Probabilities(_Adapter):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, from_features: bool = False) -> torch.Tensor:
+        if from_features:  # train-dog's evaluate on cached backbone features; eval turns the cache off
+            raise InputError("an exported classifier takes images, not cached backbone features")
         return self.run(self.images(x))[0].clamp_min(TINY).log().to(x.device)
 
 
@@ -78,6 +80,13 @@ class Detections(_Adapter):
                 torch.zeros(1, boxes.shape[1] * 4, device=x.device))
 
 
+class Pictures(_Adapter):
+    """A style network's export: [0, 1] pixels in and out, as the network itself."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(self.images(x))[0].to(x.device)
+
+
 class ImageLists(nn.Module):
     """Stands in for torchvision's detection model in eval mode, whose labels count background as 0 (+ 1)."""
 
@@ -94,7 +103,7 @@ class ImageLists(nn.Module):
         return found
 
 
-ADAPTERS = {"classify": Probabilities, "segment": Masks, "detect": Detections}  # by registry family
+ADAPTERS = {"classify": Probabilities, "segment": Masks, "detect": Detections, "style": Pictures}  # by family
 
 
 @dataclass

@@ -7,6 +7,8 @@ Anchor sizes grow with depth so coarse maps look for large objects.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -35,17 +37,21 @@ def _flatten(pred: torch.Tensor) -> torch.Tensor:
 class TinySSD(nn.Module):
     """forward(x) -> (anchors (1, A, 4), cls_preds (B, A, C+1), bbox_preds (B, A*4)).
 
-    ``width`` scales every channel count (1.0 = the book's 16-32-64-128), for quick CPU runs.
+    ``width`` scales every channel count (1.0 = the book's 16-32-64-128), for quick CPU runs;
+    ``sizes`` (one list per feature map, all of one length) and ``ratios`` shape the anchors.
     """
 
-    def __init__(self, num_classes: int = 1, width: float = 1.0):
+    def __init__(self, num_classes: int = 1, width: float = 1.0,
+                 sizes: Sequence[Sequence[float]] = SIZES, ratios: Sequence[float] = RATIOS):
         super().__init__()
         if num_classes < 1:
             raise ValueError("num_classes must be at least 1")
+        if len(sizes) != 5 or len({len(s) for s in sizes}) != 1 or not sizes[0] or not ratios:
+            raise ValueError("TinySSD needs five lists of anchor sizes, all of one length, and at least one ratio")
         self.num_classes = num_classes
-        self.sizes = SIZES
-        self.ratios = RATIOS
-        self.num_anchors = len(SIZES[0]) + len(RATIOS) - 1
+        self.sizes = tuple(tuple(float(v) for v in s) for s in sizes)
+        self.ratios = tuple(float(r) for r in ratios)
+        self.num_anchors = len(self.sizes[0]) + len(self.ratios) - 1
         c16, c32, c64, c128 = (max(1, round(c * width)) for c in (16, 32, 64, 128))
         base = nn.Sequential(down_sample_block(3, c16), down_sample_block(c16, c32),
                              down_sample_block(c32, c64))

@@ -5,9 +5,11 @@ AP follows COCOeval (bbox, all areas): per image and class, detections (at most
 overlap most with IoU >= t (on a tie, the later box, as COCOeval does); precision is made
 monotone and read at COCO's 101 recall points. Thresholds and recall points are numpy's
 ``linspace`` values, as in COCOeval, so a recall or IoU landing exactly on one counts the same.
-Ground truth marked ``difficult`` (VOC) is handled like COCO's ignored boxes: a detection
-takes it only when no ordinary box is left for it, and is then neither a hit nor a miss;
-difficult boxes are not in the recall denominator. Classes without ordinary ground truth
+Ground truth marked ``difficult`` (VOC) or ``iscrowd`` (COCO; the data layer carries both as
+one flag) is handled like COCO's ignored boxes: a detection takes it only when no ordinary
+box is left for it, and is then neither a hit nor a miss; such boxes are not in the recall
+denominator. (COCOeval also lets several detections share one crowd region, measured by the
+share of the detection inside it; here a crowd box is taken once, at plain IoU.) Classes without ordinary ground truth
 are left out of the mean. A randomized test checks all this against pycocotools.
 
 The book's class error and bbox MAE measure anchors instead, background included, so they

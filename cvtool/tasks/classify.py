@@ -20,6 +20,7 @@ from torchvision.utils import make_grid
 
 from cvtool import config as c
 from cvtool.data.images import load_rgb
+from cvtool.data.video import Frame, image_of
 from cvtool.engine.task import StepOutput
 from cvtool.tasks import outputs
 
@@ -102,13 +103,27 @@ def predict_images(model: nn.Module, transform: Callable, classes: list[str], pa
     model.eval()
     with torch.no_grad():
         for path in paths:
-            x = transform(load_rgb(path)).unsqueeze(0).to(device)
+            x = transform(image_of(path)).unsqueeze(0).to(device)
             probs = model(x).float().softmax(1)[0]
             values, indices = probs.topk(min(top, len(classes)))
             ranked = [{"class": classes[i], "probability": round(v, 6)} for v, i in zip(values.tolist(), indices.tolist())]
             results.append({"image": str(path), "class": ranked[0]["class"],
                             "probability": ranked[0]["probability"], "top": ranked})
+            if isinstance(path, Frame):  # a video frame: the top class written on it
+                top1 = f"{ranked[0]['class']} {ranked[0]['probability']:.2f}"
+                results[-1]["picture"] = labelled_frame(path.pixels, top1)
     return results
+
+
+def labelled_frame(pixels: torch.Tensor, text: str) -> torch.Tensor:
+    """uint8 (3, H, W) with ``text`` in white on a dark band at its top left, sized to the frame."""
+    image = TF.to_pil_image(pixels)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=max(10, image.height // 18))
+    *_, right, bottom = draw.textbbox((6, 4), text, font=font)
+    draw.rectangle((0, 0, right + 6, bottom + 4), fill=(0, 0, 0))
+    draw.text((6, 4), text, fill=(255, 255, 255), font=font)
+    return TF.pil_to_tensor(image)
 
 
 # --------------------------------------------------------------------------- pictures

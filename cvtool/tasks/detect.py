@@ -8,6 +8,8 @@ detections only, best first. Everything else here works on that and nothing more
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, NamedTuple
@@ -19,11 +21,12 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from torchvision.utils import draw_bounding_boxes, make_grid
 
 from cvtool import config as c
-from cvtool.data import bananas, voc_detection
-from cvtool.data.bananas import Augment, BananaDataset
-from cvtool.data.detection import resolve_format
+from cvtool.data import bananas, detection, voc_detection
+from cvtool.data.box_dataset import Augment, BoxDataset, decoded_bytes
+from cvtool.data.detection import Splits
 from cvtool.data.images import load_rgb
-from cvtool.data.voc_detection import VOCDetection
+from cvtool.data.records import Source
+from cvtool.data.video import Frame
 from cvtool.errors import InputError
 from cvtool.files import atomic_write
 from cvtool.ops.detection_metrics import MeanAveragePrecision
@@ -58,6 +61,12 @@ def update_map(meter: MeanAveragePrecision, detections: Iterable[Detection],
         meter.update(found.boxes.cpu(), found.scores.cpu(), found.labels.cpu().long(), *truth)
 
 
+def per_class_ap50(meter: MeanAveragePrecision, classes: list[str]) -> dict[str, float]:
+    """``val_ap50/<name>`` for each class with ground truth: the per-class figures, named as the data names them."""
+    first = next(i for i, t in enumerate(meter.iou_thresholds) if abs(t - 0.5) < 1e-9)
+    return {f"val_ap50/{outputs.class_name(classes, c)}": float(ap[first]) for c, ap in meter.per_class().items()}
+
+
 def truths(labels: torch.Tensor, size: float = 1,
            difficult: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
     """Padded label rows (B, M, 5) to each image's true (boxes x size, classes, difficult flags or None)."""
@@ -71,39 +80,91 @@ def truths(labels: torch.Tensor, size: float = 1,
 
 @dataclass
 class DetectionData(c.DataConfig):
-    """What both detectors read: a bananas or a VOC2012 detection folder (data.format)."""
+    """What both detectors read: a bananas, VOC, COCO or YOLO folder (data.format; docs/data.md)."""
 
-    root: str = c.opt("data/banana-detection", "dataset folder: banana-detection (bananas_{train,val}/) or "
-                      "VOCdevkit (VOC2012/Annotations, ImageSets/Main)")
-    format: Literal["auto", "bananas", "voc"] = c.opt(
-        "auto", "dataset layout: auto (found from the folder; a missing one is fetched as bananas), bananas or voc")
+    root: str = c.opt("data/banana-detection", "dataset folder: banana-detection (bananas_{train,val}/), a "
+                      "VOCdevkit or VOC<year> folder, a COCO folder or a YOLO folder with data.yaml")
+    format: Literal["auto", "bananas", "voc", "coco", "yolo"] = c.opt(
+        "auto", "dataset layout: auto (found from the folder and named in the run header; a missing folder is "
+        "fetched as bananas), bananas, voc, coco or yolo")
     image_size: int = c.opt(256, "images are resized to image_size x image_size", ge=32)
-    classes: list[str] = c.opt(["banana"], "object class names: label k in label.csv is classes[k]; "
-                               "for VOC, the <name>s kept (any other name is an error)")
+    classes: Literal["auto"] | list[str] = c.opt(
+        "auto", "object class names: auto = the data's (COCO categories, YOLO names, VOC object names sorted; "
+        "bananas: banana); a list given must agree with the data (VOC: name every class its XML uses)")
+    train_split: str = c.opt("auto", "VOC: the ImageSets/Main list that trains (auto: train, else trainval); "
+                             "COCO: the training annotation JSON, relative to root (auto: found)")
+    val_split: str = c.opt("auto", "VOC: the list that validates (auto: val, else test); COCO: the validation "
+                           "annotation JSON, relative to root")
+    train_images: str = c.opt("auto", "COCO: the training images' folder, relative to root (auto: found)")
+    val_images: str = c.opt("auto", "COCO: the validation images' folder, relative to root (auto: found)")
+    cache: Literal["auto", "on", "off"] = c.opt(
+        "auto", "decode each split into memory once (on), or each image when it is needed (off); auto: on when "
+        "the decoded splits fit data.cache_budget_mb and half the free memory (the run header says which)")
+    cache_budget_mb: int = c.opt(2048, "most memory data.cache: auto lets the decoded images take", ge=0)
     flip: bool = c.opt(False, "augment: random horizontal flips, boxes moved along")
     scale_jitter: float = c.opt(0.0, "augment: random zoom by up to +-this fraction, boxes moved along; 0 = off",
                                 ge=0, lt=1)
 
 
-def open_splits(d: DetectionData, num_classes: int) -> tuple[Dataset, Dataset, str]:
-    """(train, val, format) from ``d.root``, fetched when missing and ``d.download`` allows.
-
-    Items are {"image": uint8 (3, S, S), "labels": (M, 5) [class, x1, y1, x2, y2] / S, -1 padded},
-    plus "difficult" (M,) for VOC.
-    """
+def read_source(d: DetectionData) -> Source:
+    """``d.root``'s records through the shared readers, fetched first when missing and ``d.download`` allows."""
     from cvtool.data import hub
 
-    missing = d.format == "auto" and d.download and not Path(d.root).exists()
-    fmt = "bananas" if missing else resolve_format(d.root, d.format)
-    augment = Augment(flip=d.flip, scale_jitter=d.scale_jitter)
+    root = Path(d.root)
+    if not root.exists() and d.format in ("auto", "bananas", "voc"):
+        name, layout = (("voc2012", voc_detection.LAYOUT) if d.format == "voc"
+                        else ("banana-detection", bananas.LAYOUT))
+        hub.ensure(root, name, d.download, layout)
+    splits = Splits(d.train_split, d.val_split, d.train_images, d.val_images)
+    return detection.read(root, d.format, splits=splits, classes=d.classes, skip=d.on_bad_image == "skip")
+
+
+def use_cache(d: DetectionData, images: int) -> tuple[bool, str]:
+    """data.cache resolved for ``images`` decoded at image_size, and why, for the run header."""
+    need = decoded_bytes(images, d.image_size)
+    if d.cache != "auto":
+        return d.cache == "on", f"data.cache {d.cache}"
+    budget = min(d.cache_budget_mb * 2**20, available_memory() // 2)
+    verdict = "on" if need <= budget else "off: images decode as they are needed"
+    return need <= budget, f"data.cache auto: {verdict} ({need / 2**20:.0f} MB decoded vs {budget / 2**20:.0f} MB budget)"
+
+
+def available_memory() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**33
+
+
+def prepare(cfg: Any) -> tuple[Any, BoxDataset, BoxDataset, dict[str, Any]]:
+    """The config with data.classes and model.num_classes taken from the data, both splits, and metadata.
+
+    Items are {"image": uint8 (3, S, S), "labels": (M, 5) [class, x1, y1, x2, y2] / S, -1 padded,
+    "difficult": (M,) crowd/difficult flags}.
+    """
+    d = cfg.data
+    source = read_source(d)
+    for split in ("train", "val"):
+        if not source.splits.get(split):
+            raise InputError(f"{d.root}: the {split} split holds no image")
+    shown = ", ".join(source.classes[:4]) + (", ..." if len(source.classes) > 4 else "")
+    cfg = c.with_num_classes(cfg, len(source.classes), f"{d.root} ({source.format}; data.classes: {shown})")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(d, classes=list(source.classes)))
+    cache, why = use_cache(d, sum(len(r) for r in source.splits.values()))
     skip = d.on_bad_image == "skip"
-    if fmt == "bananas":
-        root = hub.ensure(Path(d.root), "banana-detection", d.download, bananas.LAYOUT)
-        return (BananaDataset(root, "train", d.image_size, num_classes=num_classes, augment=augment, skip_bad=skip),
-                BananaDataset(root, "val", d.image_size, num_classes=num_classes, skip_bad=skip), fmt)
-    root = hub.ensure(Path(d.root), "voc2012", d.download, voc_detection.LAYOUT)
-    return (VOCDetection(root, "train", d.image_size, classes=d.classes, augment=augment, skip_bad=skip),
-            VOCDetection(root, "val", d.image_size, classes=d.classes, skip_bad=skip), fmt)
+    train = BoxDataset(source.splits["train"], d.image_size, cache=cache, skip_bad=skip, where=f"{d.root} train",
+                       augment=Augment(flip=d.flip, scale_jitter=d.scale_jitter))
+    val = BoxDataset(source.splits["val"], d.image_size, cache=cache, skip_bad=skip, where=f"{d.root} val")
+    metadata = {"classes": list(source.classes), "image_size": d.image_size, "format": source.format,
+                "skipped_images": source.skipped + train.skipped + val.skipped,
+                "data": "; ".join([*source.notes, why])}
+    return cfg, train, val, metadata
+
+
+def class_total(cfg: Any) -> int:
+    """model.num_classes for a model built without reading the data (a checkpoint's config holds both)."""
+    names = cfg.data.classes
+    return c.class_count(cfg.model.num_classes, 1 if isinstance(names, str) else len(names))
 
 
 def first_samples(data: Dataset) -> Samples:
@@ -114,12 +175,6 @@ def first_samples(data: Dataset) -> Samples:
         return [(item["image"], truths(item["labels"][None], item["image"].shape[-1])[0][0]) for item in items]
 
     return samples
-
-
-def check_classes(d: DetectionData, num_classes: int) -> None:
-    if len(d.classes) != num_classes:
-        raise c.ConfigError(f"data.classes names {len(d.classes)} class(es) but model.num_classes is "
-                            f"{num_classes}; give one name per class")
 
 
 # --------------------------------------------------------------------------- pictures
@@ -242,8 +297,8 @@ def predict(detector: Detector, model: nn.Module, paths: list[Path], device: tor
         out.mkdir(parents=True, exist_ok=True)
     results = []
     model.eval()
-    for path, planned in zip(map(Path, paths), files):
-        image = pil_to_tensor(load_rgb(path))
+    for path, planned in zip((p if isinstance(p, Frame) else Path(p) for p in paths), files):
+        image = path.pixels if isinstance(path, Frame) else pil_to_tensor(load_rgb(path))
         found = detect_all(detector, model, [image], device)[0]
         keep = found.scores >= threshold
         boxes = [{"class": outputs.class_name(classes, int(k)), "score": round(float(s), 4),
@@ -251,6 +306,8 @@ def predict(detector: Detector, model: nn.Module, paths: list[Path], device: tor
                  for k, s, box in zip(found.labels[keep].tolist(), found.scores[keep].tolist(),
                                       found.boxes[keep].tolist())]
         result: dict[str, Any] = {"image": str(path), "boxes": boxes}
+        if isinstance(path, Frame):  # a video frame: drawn at its own size
+            result["picture"] = draw(image, found, threshold, classes, min_side=0)
         if planned:
             result["drawn"] = str(outputs.save_png(planned["boxes"], draw(image, found, threshold, classes)))
         results.append(result)

@@ -35,11 +35,11 @@ COLUMNS = ("train_loss", *(f"train_{k}" for k in LOSSES), "val_map50", "val_map"
 
 @dataclass
 class Data(detect.DetectionData):
-    """banana-detection/bananas_{train,val}/ or VOC2012 detection (data.format); val is the validation split."""
+    """A bananas, VOC, COCO or YOLO detection folder (data.format, docs/data.md); val is the validation split."""
 
     batch_size: int = c.opt(8, "images per training step", ge=1)
-    num_workers: int = c.opt(2, "DataLoader worker processes (bananas are decoded into memory once; "
-                             "VOC images are read as they are needed)", ge=0)
+    num_workers: int = c.opt(2, "DataLoader worker processes: they decode images when data.cache is off, "
+                             "and augment", ge=0)
     image_size: int = c.opt(320, "images are resized to image_size x image_size and fed at that size", ge=32)
     flip: bool = c.opt(True, "augment: random horizontal flips, boxes moved along")
 
@@ -55,7 +55,8 @@ class Model:
     trainable_backbone_layers: int | None = c.opt(
         None, "backbone stages trained from pretrained weights (null: torchvision's 3); from random init all train",
         ge=0)
-    num_classes: int = c.opt(1, "object classes, background not counted (bananas: 1)", ge=1)
+    num_classes: int | Literal["auto"] = c.opt(
+        "auto", "object classes, background not counted; auto = one per class name the data holds", ge=1)
     anchor_scale: float = c.opt(1.0, "multiplies the RPN's anchor sizes (32-512 px, made for 320-800 px "
                                 "images); below 1 for small images and objects", gt=0)
     rpn_proposals: int | None = c.opt(
@@ -117,7 +118,7 @@ def _model(cfg: Config, weights: str | None, weights_backbone: str | None) -> Fa
         extra.update(rpn_pre_nms_top_n_test=m.rpn_proposals_test, rpn_post_nms_top_n_test=m.rpn_proposals_test)
     if m.box_batch_size_per_image is not None:
         extra["box_batch_size_per_image"] = m.box_batch_size_per_image
-    return build_rcnn(m.arch, m.num_classes, weights=weights, weights_backbone=weights_backbone,
+    return build_rcnn(m.arch, detect.class_total(cfg), weights=weights, weights_backbone=weights_backbone,
                       trainable_backbone_layers=m.trainable_backbone_layers, image_size=cfg.data.image_size,
                       anchor_scale=m.anchor_scale,
                       box_score_thresh=d.min_score, box_nms_thresh=d.nms_threshold,
@@ -194,7 +195,7 @@ def make_evaluate(cfg: Config):
         if images == 0:
             return {}
         ap = meter.compute()
-        return {"val_map50": ap["map50"], "val_map": ap["map"]}
+        return {"val_map50": ap["map50"], "val_map": ap["map"], **detect.per_class_ap50(meter, list(cfg.data.classes))}
 
     return evaluate
 
@@ -203,9 +204,8 @@ def make_evaluate(cfg: Config):
 
 
 def build(cfg: Config, rank_zero: bool = True) -> Task:
-    detect.check_classes(cfg.data, cfg.model.num_classes)
+    cfg, train, val, metadata = detect.prepare(cfg)
     d = cfg.data
-    train, val, fmt = detect.open_splits(d, cfg.model.num_classes)
     model = _model(cfg, cfg.model.weights, cfg.model.weights_backbone)
     pictures = (make_detector(d.image_size), detect.first_samples(val), list(d.classes), cfg.detect.draw_threshold)
     return Task(
@@ -213,8 +213,7 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
         train_step=train_step, evaluate=make_evaluate(cfg), columns=COLUMNS,
         best_metric="val_map50", best_mode="max",
         finish=detect.make_finish(*pictures), pictures=detect.make_pictures(*pictures),
-        metadata={"classes": list(d.classes), "image_size": d.image_size, "format": fmt,
-                  "skipped_images": train.skipped + val.skipped},  # type: ignore[attr-defined]
+        metadata=metadata,
     )
 
 
@@ -230,7 +229,7 @@ def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list
 
 SPEC = register(TaskSpec(
     command="train-rcnn",
-    summary="Train torchvision's Faster R-CNN on the banana (or VOC2012) detection dataset.",
+    summary="Train torchvision's Faster R-CNN on the banana detection dataset, or your own (VOC, COCO, YOLO).",
     config=Config, build=build, build_model=build_model, predict=predict,
     predict_options=("threshold",),
     synth={"voc-detection": voc_detection_synth.synthesize_voc_detection},

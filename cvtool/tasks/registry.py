@@ -19,8 +19,8 @@ from cvtool.config import check_task_config
 from cvtool.errors import InputError
 
 GROUP = "cvtool.tasks"
-PREDICT_OPTIONS = ("threshold", "kaggle_test")
-FAMILIES = ("classify", "detect", "segment", "stylize")
+PREDICT_OPTIONS = ("threshold", "kaggle_test", "preserve_color", "smooth")
+FAMILIES = ("classify", "detect", "segment", "style", "stylize")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class TaskSpec:
     predict_options: tuple[str, ...] = ()
     synth: dict[str, Callable[..., Path]] = field(default_factory=dict)
     eval_settings: dict[str, Any] = field(default_factory=dict)
-    family: Literal["classify", "detect", "segment", "stylize"] = "classify"
+    family: Literal["classify", "detect", "segment", "style", "stylize"] = "classify"
     # (height, width) every input is squashed to, for a network that takes no other size
     # (its config has no data.image_size); export refuses any other --image-size.
     input_size: tuple[int, int] | None = None

@@ -22,6 +22,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from torchvision.utils import draw_segmentation_masks
 
 from cvtool.data.images import load_rgb
+from cvtool.data.video import Frame
 from cvtool.engine.task import StepOutput
 from cvtool.errors import InputError
 from cvtool.files import atomic_write
@@ -200,7 +201,10 @@ def make_finish(forward: Forward, labels: Labels, samples: Samples, count: int =
 def predict(model: nn.Module, paths: list[Path], device: torch.device, options: dict[str, Any],
             labels: Labels, forward: Forward, command: str) -> list[dict[str, Any]]:
     """Write ``<stem>_mask.png`` (palette PNG, the image's size) and ``<stem>_overlay.png`` (with
-    a class legend; small images enlarged) for each image into options["out"] (outputs.py's rule)."""
+    a class legend; small images enlarged) for each image into options["out"] (outputs.py's rule).
+    Video frames (cvtool.data.video.Frame) come back with their overlay as ``picture`` instead."""
+    if paths and all(isinstance(p, Frame) for p in paths):
+        return [frame_overlay(model, frame, device, labels, forward) for frame in paths]
     if options.get("out") is None:
         raise InputError(f"{command} predict writes mask pictures: give an output folder with --out DIR")
     out = Path(options["out"])
@@ -217,6 +221,14 @@ def predict(model: nn.Module, paths: list[Path], device: torch.device, options: 
         results.append({"image": str(path), "mask": str(planned["mask"]), "overlay": str(planned["overlay"]),
                         "classes_present": list(shares), "pixel_shares": shares})
     return results
+
+
+def frame_overlay(model: nn.Module, frame: Frame, device: torch.device, labels: Labels,
+                  forward: Forward) -> dict[str, Any]:
+    mask = segment(model, frame.pixels, device, forward)
+    shares = pixel_shares(mask, labels)
+    return {"image": str(frame), "classes_present": list(shares), "pixel_shares": shares,
+            "picture": overlay(frame.pixels, mask, labels)}
 
 
 def pixel_shares(mask: torch.Tensor, labels: Labels) -> dict[str, float]:

@@ -1,0 +1,249 @@
+"""train-style: a feed-forward style network for one style image (Johnson et al., 2016).
+
+Trained once per style on a folder of content photos, it then stylises a picture of any
+size in one forward pass. Defaults follow pytorch/examples' fast_neural_style (itself
+Johnson et al. with instance norm and upsample + conv): 256 px crops, batch 4, Adam lr
+1e-3, 2 epochs, content weight 1e5 and style weight 1e10 on Grams / (C*H*W), no total
+variation. Where cvtool differs: VGG-19 (the trunk ``cvtool stylize`` uses) instead of
+VGG-16, read at its matching layers (relu1_2, relu2_2, relu3_3, relu4_3 for style,
+relu2_2 for content); training crops are random with flips instead of centred; and a
+fixed set of held-out photos is scored and drawn every epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+from torchvision.utils import make_grid
+
+from cvtool import config as c
+from cvtool.data import photos
+from cvtool.data.video import Frame, pixels_of
+from cvtool.engine.task import StepOutput, Task
+from cvtool.errors import InputError
+from cvtool.models import vgg
+from cvtool.models.transformer_net import TransformerNet
+from cvtool.models.weights import is_none
+from cvtool.ops.style import with_chroma
+from cvtool.tasks import outputs
+from cvtool.tasks.registry import TaskSpec, register
+from cvtool.tasks.style_loss import PARTS, Perceptual
+from cvtool.tasks.stylize_images import read_image, resize
+
+COLUMNS = ("train_loss", "train_content_loss", "train_style_loss", "train_tv_loss", "val_loss", "val_content_loss",
+           "val_style_loss", "val_tv_loss")
+PICTURES = 8
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Data(c.DataConfig):
+    """Content photos: any images anywhere under root (pytorch/examples: COCO 2014 train)."""
+
+    root: str = c.opt("data/coco/train2014", "folder of content photos, read recursively")
+    download: bool = c.opt(False, "no archive is known for content photos: point root at a folder of photos")
+    batch_size: int = c.opt(4, "photos per training step", ge=1)
+    num_workers: int = c.opt(2, "DataLoader worker processes (0 = load in the main process)", ge=0)
+    image_size: int = c.opt(256, "training crops (shorter side resized, then a square crop) and validation "
+                                 "centre crops, pixels", ge=16)
+    val_count: int = c.opt(8, "photos held out (spread evenly over the sorted list), scored and drawn each epoch",
+                           ge=1)
+
+
+@dataclass
+class Style:
+    """The one style this network learns."""
+
+    image: str = c.opt("", "the style image file (required)")
+    size: int | None = c.opt(None, "the style image's longer side in pixels; null = as stored (pytorch/examples)",
+                             ge=16)
+
+
+@dataclass
+class Model:
+    """The transformer network and the loss network."""
+
+    width: float = c.opt(1.0, "channel multiplier of the transformer (1 = 32/64/128 channels, as the paper)", gt=0)
+    residual_blocks: int = c.opt(5, "residual blocks at the lowest resolution", ge=0)
+    vgg_weights: str | None = c.opt("IMAGENET1K_V1", "loss network VGG-19: torchvision weight name, a .pth file, "
+                                                     "or none (random features: for tests, no real style)")
+
+
+@dataclass
+class Loss:
+    """Weights and VGG-19 layers of the perceptual loss (a conv index stands for its ReLU)."""
+
+    content_weight: float = c.opt(1e5, "weight of the content loss (pytorch/examples: 1e5)", ge=0)
+    style_weight: float = c.opt(1e10, "weight of the style loss (pytorch/examples: 1e10)", ge=0)
+    tv_weight: float = c.opt(0.0, "weight of the total-variation loss (the paper: 1e-6..1e-4 on its scale; "
+                                  "pytorch/examples: none)", ge=0)
+    content_layers: list[int] = c.opt([7], "VGG-19 layers for content: 7 = relu2_2")
+    style_layers: list[int] = c.opt([2, 7, 14, 23], "VGG-19 layers for style: relu1_2, relu2_2, relu3_3, relu4_3")
+
+
+@dataclass
+class Config:
+    data: Data = field(default_factory=Data)
+    style: Style = field(default_factory=Style)
+    model: Model = field(default_factory=Model)
+    loss: Loss = field(default_factory=Loss)
+    optim: c.OptimConfig = field(default_factory=lambda: c.OptimConfig(name="adam", lr=1e-3, reference_batch=4))
+    sched: c.SchedConfig = field(default_factory=c.SchedConfig)
+    train: c.TrainConfig = field(default_factory=lambda: c.TrainConfig(epochs=2))
+    log: c.LogConfig = field(default_factory=c.LogConfig)
+
+
+def build_model(cfg: Config) -> TransformerNet:
+    return TransformerNet(cfg.model.width, cfg.model.residual_blocks)
+
+
+def style_pixels(s: Style) -> torch.Tensor:
+    if not s.image:
+        raise c.ConfigError("style.image is not set: name the style image (--set style.image=PATH)")
+    pixels = read_image(Path(s.image), "style")
+    if s.size is not None:
+        h, w = pixels.shape[-2:]
+        scale = s.size / max(h, w)
+        pixels = resize(pixels, (max(1, round(h * scale)), max(1, round(w * scale))))
+    return pixels
+
+
+def perceptual(cfg: Config, style: torch.Tensor) -> Perceptual:
+    lo = cfg.loss
+    vgg.check_layers(lo.content_layers, "loss.content_layers")
+    vgg.check_layers(lo.style_layers, "loss.style_layers")
+    if not lo.content_layers or not lo.style_layers:
+        raise c.ConfigError("loss.content_layers and loss.style_layers must each name at least one VGG-19 layer")
+    need = vgg.min_side(max(vgg.tap_index(i) for i in lo.style_layers))
+    if min(style.shape[-2:]) < need:
+        raise InputError(f"the style image at {style.shape[-2]}x{style.shape[-1]} is too small for VGG layer "
+                         f"{max(lo.style_layers)}: each side needs at least {need} px (raise style.size)")
+    net = vgg.vgg19_features(cfg.model.vgg_weights, [*lo.content_layers, *lo.style_layers])
+    return Perceptual(net, style, lo.content_layers, lo.style_layers, (lo.content_weight, lo.style_weight, lo.tv_weight))
+
+
+def make_train_step(loss: Perceptual):
+    def train_step(model: nn.Module, batch: torch.Tensor) -> StepOutput:
+        x = batch.float() / 255
+        parts = loss(model(x), x)
+        n = len(x)
+        stats = {name: (parts[:, k].detach().sum(), n) for k, name in enumerate(PARTS)}
+        return StepOutput(loss=parts.sum(1).mean(), count=n, stats=stats)
+
+    return train_step
+
+
+def make_evaluate(loss: Perceptual):
+    def evaluate(model: nn.Module, batches: Iterable, device: torch.device) -> dict[str, float]:
+        sums, n = torch.zeros(3, device=device), 0
+        for batch in batches:
+            x = batch.float() / 255
+            sums += loss(model(x), x).sum(0)
+            n += len(x)
+        if n == 0:
+            return {}
+        means = (sums / n).tolist()
+        return {"val_loss": sum(means), **{f"val_{name}": v for name, v in zip(PARTS, means)}}
+
+    return evaluate
+
+
+def stylise(model: nn.Module, pixels: torch.Tensor, preserve_color: bool = False) -> torch.Tensor:
+    """[0, 1] (B, 3, H, W) pixels to their stylised [0, 1] pixels; colours kept from the input when asked."""
+    out = model(pixels).float().clamp(0, 1)
+    return with_chroma(out, pixels.float()) if preserve_color else out
+
+
+def as_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    return pixels.mul(255).round().clamp(0, 255).to(torch.uint8).cpu()
+
+
+def make_grid_of(val: photos.Photos, style: torch.Tensor, count: int = PICTURES):
+    """Top row: the style image, then held-out photos; bottom row: their stylisations."""
+    held: list[torch.Tensor] = []
+
+    def grid(model: nn.Module, device: torch.device) -> torch.Tensor:
+        if not held:
+            held.extend(val[i] for i in range(min(count, len(val))))
+        x = torch.stack(held).to(device).float() / 255
+        with torch.no_grad():
+            styled = as_uint8(stylise(model, x))
+        side = x.shape[-1]
+        thumb = as_uint8(resize(style, (side, side)))[0]
+        blank = torch.full_like(thumb, 255)
+        tiles = [thumb, *held, blank, *styled]
+        return make_grid(torch.stack(tiles), nrow=len(held) + 1, padding=4, pad_value=255)
+
+    return grid
+
+
+def build(cfg: Config, rank_zero: bool = True) -> Task:
+    d = cfg.data
+    style = style_pixels(cfg.style)
+    loss = perceptual(cfg, style)
+    if is_none(cfg.model.vgg_weights) and rank_zero:
+        log.warning("model.vgg_weights is none: the loss network is random, so the network learns no real style")
+    train_files, val_files = photos.split(photos.find(Path(d.root)), d.val_count)
+    skip = d.on_bad_image == "skip"
+    train = photos.Photos(train_files, d.image_size, train=True, skip_bad=skip)
+    val = photos.Photos(val_files, d.image_size, train=False, skip_bad=skip)
+    grid = make_grid_of(val, style)
+
+    def finish(model: nn.Module, run_dir: Path, device: torch.device) -> dict[str, str]:
+        model.eval()
+        return {"predictions": str(outputs.save_png(run_dir / "predictions.png", grid(model, device)))}
+
+    return Task(
+        name=SPEC.command, config=cfg, model=build_model(cfg), train_data=train, val_data=val,
+        train_step=make_train_step(loss), evaluate=make_evaluate(loss), columns=COLUMNS,
+        best_metric="val_loss", best_mode="min", finish=finish,
+        pictures=lambda model, device: {"predictions": grid(model, device)},
+        metadata={"style_image": cfg.style.image, "style_size": list(style.shape[-2:]),
+                  "skipped_images": train.skipped + val.skipped},
+    )
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list[Any],
+            device: torch.device, options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each image stylised at its own size, written as ``<stem>_styled.png`` into options["out"].
+
+    Decoded video frames (cvtool.data.video.Frame) go through in one batch and come back as
+    pictures (``picture``, uint8 (3, H, W)) instead of files.
+    """
+    keep = bool(options.get("preserve_color"))
+    model.eval()
+    if paths and all(isinstance(p, Frame) for p in paths):
+        x = torch.stack([p.pixels for p in paths]).to(device).float() / 255
+        with torch.no_grad():
+            styled = as_uint8(stylise(model, x, keep))
+        return [{"image": str(p), "picture": s} for p, s in zip(paths, styled)]
+    if options.get("out") is None:
+        raise InputError(f"{SPEC.command} predict writes stylised pictures: give an output folder with --out DIR")
+    out = Path(options["out"])
+    files = outputs.plan(out, paths, ("styled",), bool(options.get("overwrite")))
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path, planned in zip(paths, files):
+        x = pixels_of(path)[None].to(device).float() / 255
+        with torch.no_grad():
+            styled = as_uint8(stylise(model, x, keep))[0]
+        outputs.save_png(planned["styled"], styled)
+        results.append({"image": str(path), "styled": str(planned["styled"]), "size": list(styled.shape[-2:])})
+    return results
+
+
+SPEC = register(TaskSpec(
+    command="train-style",
+    summary="Train a feed-forward style network for one style image on a folder of photos.",
+    config=Config, build=build, build_model=build_model, predict=predict,
+    predict_options=("preserve_color", "smooth"), synth={"photos": photos.synthesize},
+    family="style",
+))
