@@ -17,14 +17,14 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from PIL import Image
 
 from cvtool.errors import InputError, Interrupted
 from cvtool.inputs import staged
 from cvtool.model import Model, load
-from cvtool.resolve import Overrides, load_config
+from cvtool.resolve import Gates, Overrides, enforce, gate_list, load_config
 from cvtool.results import Classification, Detections, Result, Segmentation
 
 __all__ = ["train", "Run", "Best", "load", "Model", "Result", "Classification", "Detections", "Segmentation",
@@ -90,31 +90,36 @@ class Run:
 
 def train(command: str, *, config: ConfigArg = None, overrides: Overrides = None, out: str | os.PathLike | None = None,
           epochs: int | None = None, device: str | None = None, seed: int | None = None,
-          resume: bool | str | os.PathLike | None = None, max_steps: int | None = None, quiet: bool = False) -> Run:
+          resume: bool | str | os.PathLike | None = None, max_steps: int | None = None, quiet: bool = False,
+          fail_under: Gates = None, fail_over: Gates = None) -> Run:
     """Train ``command`` (e.g. "train-ssd") as ``cvtool <command>`` does; the finished Run.
 
     ``config``: a YAML file or a dict; ``overrides``: dotted keys ({"optim.lr": 0.1}), checked
     like ``--set``; ``resume``: True continues ``out``'s last checkpoint, a path that checkpoint.
     Progress is a live bar on a terminal or in a notebook, lines in a log, nothing when ``quiet``.
     Ctrl-C (a notebook's interrupt) saves ``last.pt`` and raises ``Interrupted``, whose
-    ``resume`` is the call that continues the run.
+    ``resume`` is the call that continues the run. ``fail_under``/``fail_over`` ({"val_map50": 0.5})
+    gate the best epoch as ``--fail-under``/``--fail-over`` do: GateFailed, carrying the Run.
     """
     given = {"config": config if isinstance(config, Mapping) or config is None else str(config),
              "overrides": overrides, "out": out, "epochs": epochs, "device": device, "seed": seed,
-             "resume": resume, "max_steps": max_steps}
+             "resume": resume, "max_steps": max_steps, "fail_under": fail_under, "fail_over": fail_over}
     argv = ["cvtool.train", command, *(f"{k}={v!r}" for k, v in given.items() if v is not None)]
     stopped: dict[str, Any] = {}
     flags = {"train.epochs": epochs, "train.device": device, "train.seed": seed, "train.max_steps": max_steps}
     try:
-        result = start_training(command, config=config, overrides=overrides, out=out, flags=flags,
-                                resume=run_last(resume), argv=argv, stream=sys.stdout, quiet=quiet,
-                                on_stop=lambda status, run_dir, exc: stopped.update(run_dir=run_dir))
+        result, records = start_training(command, config=config, overrides=overrides, out=out, flags=flags,
+                                         resume=run_last(resume), argv=argv, stream=sys.stdout, quiet=quiet,
+                                         on_stop=lambda status, run_dir, exc: stopped.update(run_dir=run_dir),
+                                         gates=gate_list(fail_under, fail_over))
     except Interrupted as exc:
         if exc.resume is None or stopped.get("run_dir") is None:
             raise
         call = f"cvtool.train({command!r}, out={str(stopped['run_dir'])!r}, resume=True)"
         raise Interrupted(str(exc).replace(exc.resume, call), resume=call) from None
-    return Run.open(result.run_dir)
+    finished = Run.open(result.run_dir)
+    enforce(records, finished)
+    return finished
 
 
 def run_last(resume: bool | str | os.PathLike | None) -> str | None:
@@ -126,10 +131,13 @@ def run_last(resume: bool | str | os.PathLike | None) -> str | None:
 
 def start_training(command: str, *, config: ConfigArg, overrides: Overrides, out: str | os.PathLike | None,
                    flags: dict[str, Any], resume: str | None, argv: list[str], stream: Any, quiet: bool = False,
-                   on_stop: Any = None) -> Any:
+                   on_stop: Any = None, gates: Sequence[Any] = (), apply_gates: bool = True) -> tuple[Any, list[dict]]:
     """The training ``train`` and the CLI's train commands run: ``flags`` are typed dotted config
-    keys (None: not given), ``resume`` a checkpoint path or engine.run.RESUME_LAST; engine.run's Result."""
-    from cvtool.engine import checkpoint, run
+    keys (None: not given), ``resume`` a checkpoint path or engine.run.RESUME_LAST. (engine.run's
+    Result, the gates' records on the best epoch, also in summary.json; not enforced here). A
+    seed group's member passes ``apply_gates=False``: its gates are the group's."""
+    from cvtool import gates as gating
+    from cvtool.engine import checkpoint, rundir, run
     from cvtool.tasks import registry
 
     spec = registry.get(command)
@@ -145,8 +153,12 @@ def start_training(command: str, *, config: ConfigArg, overrides: Overrides, out
     cfg = load_config(spec.config, config, overrides, flags, base=ckpt["config"] if ckpt else None)
     if ckpt is not None:
         run.check_resumable(cfg, ckpt, path)
-    return run.train(spec.command, spec.build, cfg, out=out, argv=argv, stream=stream, resume_from=ckpt,
-                     resume_path=path, on_stop=on_stop, family=spec.family, quiet=quiet)
+    result = run.train(spec.command, spec.build, cfg, out=out, argv=argv, stream=stream, resume_from=ckpt,
+                       resume_path=path, on_stop=on_stop, family=spec.family, gates=gates, quiet=quiet)
+    records = gating.check(gates, result.summary["best_row"]) if result.main and apply_gates else []
+    if records:
+        rundir.update_json(result.run_dir / "summary.json", gates=records)
+    return result, records
 
 
 def stylize(content: Any, style: Any, *, output: str | os.PathLike | None = None, overrides: Overrides = None,
@@ -191,13 +203,23 @@ def runs(folder: str | os.PathLike | list[str | os.PathLike] = ".", *, task: str
 
 
 def compare(runs: list[Any], *, picture: str | os.PathLike | None = None, metric: str | None = None,
-            title: str | None = None) -> dict[str, Any]:
-    """Two or more runs of one task (Run objects or run directories): ``cvtool compare --json``'s
-    object; with ``picture``, their curves overlaid into that PNG."""
+            title: str | None = None, max_drop: Gates = None) -> dict[str, Any]:
+    """Two or more runs of one task (Run objects or run directories; a seed group counts as its
+    seeds): ``cvtool compare --json``'s object; with ``picture``, their curves overlaid into that
+    PNG. ``max_drop`` ({"val_acc": 0.02}) raises GateFailed, carrying the result, when a later run's
+    best falls that far under the first's, as ``--max-drop`` exits 4."""
+    result = compare_report(runs, picture=picture, metric=metric, title=title, max_drop=max_drop)
+    enforce(result["gates"], result)
+    return result
+
+
+def compare_report(runs: list[Any], *, picture: str | os.PathLike | None = None, metric: str | None = None,
+                   title: str | None = None, max_drop: Gates = None) -> dict[str, Any]:
+    """``compare``'s result with its ``max_drop`` records, not enforced (``cvtool compare`` prints first)."""
     from cvtool.compare import compare as overlay
 
     folders = [r.run_dir if isinstance(r, Run) else Path(r) for r in runs]
-    return overlay(folders, metric, Path(picture) if picture is not None else None, title)
+    return overlay(folders, metric, Path(picture) if picture is not None else None, title, gate_list(max_drop=max_drop))
 
 
 def config(command: str) -> dict[str, Any]:

@@ -31,7 +31,7 @@ class Staged:
 
 
 def expand_images(paths: list[Path]) -> list[Path]:
-    """Files as given; a folder stands for the images directly inside it, in name order."""
+    """Files as given (images or videos); a folder stands for the images directly inside it, in name order."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -46,6 +46,25 @@ def expand_images(paths: list[Path]) -> list[Path]:
         else:
             found.append(path)
     return found
+
+
+def is_video(path: Path) -> bool:
+    from cvtool.data.video import is_video as video
+
+    return video(path)
+
+
+def check_video_options(videos: list[Path], every: int | None, smooth: float | None) -> None:
+    """``--every`` and ``--smooth`` need a video, and values in range."""
+    from cvtool.data.video import VIDEO_SUFFIXES
+
+    if (every is not None or smooth is not None) and not videos:
+        raise InputError(f"--{'every' if every is not None else 'smooth'} is for video inputs "
+                         f"({', '.join(VIDEO_SUFFIXES)}); none was given")
+    if every is not None and every < 1:
+        raise InputError(f"--every expects a whole number >= 1, got {every}")
+    if smooth is not None and not 0 <= smooth < 1:
+        raise InputError(f"--smooth expects a strength in [0, 1), got {smooth}")
 
 
 def as_list(images: Any) -> list[Any]:

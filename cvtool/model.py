@@ -15,13 +15,13 @@ from typing import Any
 
 from cvtool import config as cfglib
 from cvtool.errors import InputError
-from cvtool.inputs import Staged, expand_images, staged
-from cvtool.resolve import Overrides, load_config
-from cvtool.results import Classification, Detections, Result, Segmentation, read_mask
+from cvtool.inputs import Staged, check_video_options, expand_images, is_video, staged
+from cvtool.resolve import Gates, Overrides, enforce, gate_list
+from cvtool.results import Classification, Detections, Result, Segmentation, Stylized, read_mask
 from cvtool.tasks import registry
 from cvtool.tasks.registry import TaskSpec
 
-PREDICT_OPTIONS = ("threshold", "out", "overwrite")  # Model.predict's; predict_files also takes kaggle_test
+PREDICT_OPTIONS = ("threshold", "out", "overwrite", "preserve_color")  # Model.predict's; predict_files takes more
 
 
 class Model:
@@ -69,25 +69,39 @@ class Model:
             self._ready = (net.to(dev).eval(), dev)
         return self._ready
 
-    def predict_files(self, paths: list[Path], **options: Any) -> list[dict[str, Any]]:
-        """``cvtool predict --json``'s entries for image files (options: threshold, out, overwrite,
-        kaggle_test), checked as the CLI checks them."""
+    def predict_files(self, paths: list[Path], *, out: str | Path | None = None, threshold: float | None = None,
+                      kaggle_test: str | Path | None = None, overwrite: bool = False, every: int | None = None,
+                      smooth: float | None = None, preserve_color: bool = False, reporter: Any = None) -> list[dict[str, Any]]:
+        """``cvtool predict``'s entries for image files (a folder: its images) and videos, the options
+        checked as the CLI checks them; ``reporter`` shows a video's progress."""
+        from cvtool.data.video import is_video
+        from cvtool.engine.progress import Reporter
         from cvtool.tasks import outputs
+        from cvtool.tasks.video import plan as video_plan, predict_video
 
-        kaggle = options.get("kaggle_test")
-        if not paths and kaggle is None:
+        if not paths and kaggle_test is None:
             raise InputError("give at least one IMAGE (or --kaggle-test DIR)")
-        if kaggle is not None:
+        if kaggle_test is not None:
             self.check_option("kaggle_test")
-            if not Path(kaggle).is_dir():
-                raise InputError(f"--kaggle-test {kaggle} is not a folder")
-            outputs.refuse_existing([Path(options.get("out") or ".") / "submission.csv"], bool(options.get("overwrite")))
-        if options.get("threshold") is not None:
-            self.check_option("threshold")
-        paths = expand_images([Path(p) for p in paths])
+            if not Path(kaggle_test).is_dir():
+                raise InputError(f"--kaggle-test {kaggle_test} is not a folder")
+            outputs.refuse_existing([Path(out or ".") / "submission.csv"], overwrite)
+        for option, value in (("threshold", threshold), ("smooth", smooth), ("preserve_color", preserve_color or None)):
+            if value is not None:
+                self.check_option(option)
+        files = expand_images([Path(p) for p in paths])
+        videos, images = [p for p in files if is_video(p)], [p for p in files if not is_video(p)]
+        check_video_options(videos, every, smooth)
+        options = {k: v for k, v in {"out": out, "threshold": threshold, "kaggle_test": kaggle_test,
+                                     "overwrite": overwrite or None, "preserve_color": preserve_color or None,
+                                     }.items() if v is not None}
+        clips = [video_plan(self._spec, clip, Path(out or "."), overwrite) for clip in videos]  # refused before any work
         net, dev = self.network()
-        given = {k: v for k, v in options.items() if v is not None and v is not False}
-        return self._spec.predict(net, self._cfg, self.metadata, paths, dev, given)
+        results = self._spec.predict(net, self._cfg, self.metadata, images, dev, options) if images or kaggle_test else []
+        for planned in clips:
+            results.append(predict_video(self._spec, net, self._cfg, self.metadata, planned, dev, options, every or 1,
+                                         smooth, reporter or Reporter(quiet=True)))
+        return results
 
     def check_option(self, option: str) -> None:
         """A task-specific option is only for the tasks whose spec accepts it."""
@@ -109,8 +123,11 @@ class Model:
             close = difflib.get_close_matches(unknown[0], PREDICT_OPTIONS, n=1)
             raise InputError(f"unknown predict option {unknown[0]!r}" + (f"; did you mean {close[0]!r}?" if close
                              else f"; known: {', '.join(PREDICT_OPTIONS)}"))
-        written = self.family != "segment" or options.get("out") is not None
-        with staged(images) as (inputs, private):  # a segmenter without ``out`` writes into the private folder
+        written = self.family not in ("segment", "style") or options.get("out") is not None
+        with staged(images) as (inputs, private):  # a segmenter or style network without ``out`` writes privately
+            videos = [str(i.path) for i in inputs if is_video(i.path)]
+            if videos:
+                raise InputError(f"{videos[0]} is a video; Model.predict_files runs videos (writing them to out)")
             given = options if written else {**options, "out": private / "out"}
             entries = self.predict_files([i.path for i in inputs], **given)
             return [self.result(entry, item, written) for entry, item in zip(entries, inputs)]
@@ -120,9 +137,15 @@ class Model:
         entry = {**entry, "image": item.source}
         if self.family == "detect":
             return Detections(entry, item.image, item.source, self.classes)
-        if self.family == "segment":
-            from PIL import Image
+        from PIL import Image
 
+        if self.family == "style":
+            with Image.open(entry["styled"]) as picture:
+                styled = picture.convert("RGB")
+            if not written:
+                entry.update(styled=None)
+            return Stylized(entry, item.image, item.source, styled)
+        if self.family == "segment":
             with Image.open(entry["overlay"]) as picture:
                 overlay = picture.convert("RGB")
             mask = read_mask(Path(entry["mask"]))
@@ -133,21 +156,27 @@ class Model:
 
     # ------------------------------------------------------------------ evaluate, export
 
-    def evaluate(self, overrides: Overrides = None) -> dict[str, Any]:
-        """The checkpoint scored on its task's validation set: ``cvtool eval --json``'s object.
-        ``overrides`` change the checkpoint's config (``{"data.root": "DIR"}``), as ``--set`` does."""
-        return evaluate_checkpoint(self.path, overrides, self.device, ckpt=self.checkpoint("eval"))
+    def evaluate(self, overrides: Overrides = None, *, fail_under: Gates = None, fail_over: Gates = None) -> dict[str, Any]:
+        """Scored on the task's validation set: ``cvtool eval --json``'s object. ``overrides`` change
+        the model's config ({"data.root": "DIR"}) as ``--set`` does; ``fail_under``/``fail_over``
+        ({"val_acc": 0.9}) raise GateFailed (carrying the result) as ``--fail-under``/``--fail-over`` exit 4."""
+        result = evaluate_path(self.path, overrides, self.device, gate_list(fail_under, fail_over))
+        enforce(result["gates"], result)
+        return result
 
     def export(self, format: str = "onnx", out: str | Path | None = None, **options: Any) -> Path:
         """Write the model as ONNX or TorchScript (checked against the checkpoint first); the
         model file's path. Options are ``cvtool export``'s: opset, dynamic_batch, image_size
-        ((H, W), N or "H,W"), half, check."""
+        ((H, W), N or "H,W"), half, check, check_metric, max_drop, overrides, int8, calib_images."""
         return Path(self.export_report(format, out, **options)["model"])
 
     def export_report(self, format: str = "onnx", out: str | Path | None = None, **options: Any) -> dict[str, Any]:
-        """``cvtool export --json``'s object (raises exporter.Mismatch, an InputError, when the check fails)."""
+        """``cvtool export --json``'s object (raises exporter.Mismatch when the export's answers differ,
+        GateFailed, carrying the report, when ``check_metric``'s scores drop past ``max_drop``)."""
         self.checkpoint("export")
-        return export_checkpoint(self.path, format, out, **options)
+        result = export_checkpoint(self.path, format, out, **options)
+        enforce_export(result)
+        return result
 
     def checkpoint(self, what: str) -> dict[str, Any]:
         if self._ckpt is None:
@@ -156,40 +185,26 @@ class Model:
         return self._ckpt
 
 
-def evaluate_checkpoint(path: Path, overrides: Overrides = None, device: str | None = None,
-                        ckpt: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``cvtool eval``: the checkpoint at ``path`` scored on its task's validation set, as training scores it."""
-    from cvtool.engine import checkpoint, evaluation, placement, runtime, threads
+def evaluate_path(path: Path, overrides: Overrides = None, device: str | None = None,
+                  gates: list[Any] = ()) -> dict[str, Any]:
+    """``cvtool eval``'s object for a checkpoint or an export: its task's validation metrics, as
+    training scores them, and the ``gates`` records (not enforced here)."""
+    from cvtool import gates as gating
+    from cvtool import metrics
+    from cvtool.export import scoring
 
-    ckpt = ckpt if ckpt is not None else checkpoint.load(path)
-    spec = registry.get(ckpt["task"])
-    if spec.build is None:
-        raise InputError(f"checkpoint {path} is from {spec.command}, which has no validation set")
-    cfg = load_config(spec.config, None, overrides, {"train.device": device}, base=ckpt["config"],
-                      settings=spec.eval_settings)
-    dev = runtime.select_device(cfg.train.device)
-    cfg.train.channels_last = placement.channels_last_for(cfg.train.channels_last, dev, spec.family)
-    threads.start(cfg.train.threads, cfg.data.num_workers)
-    runtime.seed_everything(cfg.train.seed)
-    task = spec.build(cfg)
-    trained_on = ckpt.get("metadata", {}).get("classes")
-    found = task.metadata.get("classes")
-    if trained_on is not None and found not in (None, trained_on):
-        raise InputError(f"{cfg.data.root} has other classes ({few(found)}) than checkpoint {path} "
-                         f"was trained on ({few(trained_on)})")
-    if len(task.val_data) == 0:
-        raise InputError(f"{spec.command}'s validation set is empty with this config (data.root {cfg.data.root}); "
-                         f"a run on every labelled image has nothing left to score")
-    checkpoint.load_weights(task.model, ckpt, path)
-    metrics = evaluation.score(task, dev)
-    return {"task": spec.command, "checkpoint": str(path), "epoch": ckpt.get("epoch"), "data_root": str(cfg.data.root),
-            "items": len(task.val_data), "device": str(dev), "metrics": metrics}
+    result = scoring.score(Path(path), overrides, device)
+    metrics.require_known(gates, result["metrics"], result["task"])
+    result["gates"] = gating.check(gates, result["metrics"])
+    return result
 
 
 def export_checkpoint(path: Path, format: str = "onnx", out: str | Path | None = None, **options: Any) -> dict[str, Any]:
-    """``cvtool export``: the checkpoint at ``path`` as a checked ONNX or TorchScript model; the
-    export's report. ``options`` are the command's (opset, dynamic_batch, image_size, half, check)."""
-    from cvtool.export import exporter
+    """``cvtool export``: the checkpoint at ``path`` as a checked ONNX or TorchScript model; the export's
+    report. ``options`` are the command's: opset, dynamic_batch, image_size, half, check, check_metric,
+    max_drop ({"val_acc": 0.02} or ["val_acc=0.02"]), overrides, int8, calib_images. A metric gate
+    that failed is in ``metric_parity`` (``enforce_export`` raises it)."""
+    from cvtool.export import exporter, quantize
 
     fields = [f.name for f in dataclasses.fields(exporter.Request) if f.name not in ("checkpoint", "format", "out")]
     for name in options:
@@ -197,20 +212,32 @@ def export_checkpoint(path: Path, format: str = "onnx", out: str | Path | None =
             close = difflib.get_close_matches(name, fields, n=1)
             raise InputError(f"unknown export option {name!r}" + (f"; did you mean {close[0]!r}?" if close
                              else f"; known: {', '.join(fields)}"))
-    size = options.get("image_size")
+    given = {k: v for k, v in options.items() if v is not None}
+    if "calib_images" in given and not given.get("int8"):
+        raise InputError("--calib-images is for --int8 (the images INT8 quantization is calibrated on)")
+    size = given.get("image_size")
     if isinstance(size, (str, int)):
-        options["image_size"] = exporter.parse_size(str(size))
+        given["image_size"] = exporter.parse_size(str(size))
     elif size is not None:
-        options["image_size"] = tuple(int(v) for v in size)
+        given["image_size"] = tuple(int(v) for v in size)
+    if isinstance(given.get("max_drop"), dict):
+        given["max_drop"] = [f"{k}={v}" for k, v in given["max_drop"].items()]
+    given.setdefault("calib_images", quantize.DEFAULT_IMAGES)
     request = exporter.Request(checkpoint=Path(path), format=str(format).lower(),
-                               out=Path(out) if out is not None else None, **options)
+                               out=Path(out) if out is not None else None, **given)
     return exporter.export(request)
 
 
-def few(names: list[Any], shown: int = 4) -> str:
-    """A class list short enough for one line of an error."""
-    head = ", ".join(map(str, names[:shown]))
-    return f"{len(names)}: {head}, ..." if len(names) > shown else head
+def enforce_export(result: dict[str, Any]) -> None:
+    """GateFailed (exit 4, the export kept) when ``--check-metric``'s scoring dropped past ``max_drop``."""
+    from cvtool.errors import GateFailed
+
+    metric = result.get("metric_parity")
+    if metric is not None and not metric["ok"]:
+        failed = "; ".join(r["message"] for r in metric["gates"] if not r["passed"])
+        error = GateFailed(f"{failed}; the export is kept at {result['model']}")
+        error.result = result
+        raise error
 
 
 def load(path: str | Path, *, device: str | None = None) -> Model:

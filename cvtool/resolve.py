@@ -65,3 +65,31 @@ def other_tasks(schema: type, path: Path) -> list[str]:
     if fits(schema):
         return []
     return [spec.command for spec in registry.specs() if spec.config is not schema and fits(spec.config)]
+
+
+Gates = Union[Mapping[str, float], Sequence[str], None]  # {"val_acc": 0.9} or the CLI's ["val_acc=0.9"]
+
+
+def gate_list(fail_under: Gates = None, fail_over: Gates = None, max_drop: Gates = None) -> list[Any]:
+    """Quality gates from the API's dicts or the CLI's METRIC=VALUE texts, parsed (and refused)
+    exactly as ``--fail-under``, ``--fail-over`` and ``--max-drop`` are."""
+    from cvtool import metrics
+
+    gates: list[Any] = []
+    for given, kind in ((fail_under, "under"), (fail_over, "over"), (max_drop, "drop")):
+        if given:
+            gates += metrics.parse([f"{k}={v}" for k, v in given.items()] if isinstance(given, Mapping)
+                                   else list(given), kind)
+    return gates
+
+
+def enforce(records: list[dict], result: Any) -> None:
+    """GateFailed (exit 4) when a gate failed; it carries ``result``, which was kept."""
+    from cvtool import gates as gating
+    from cvtool.errors import GateFailed
+
+    try:
+        gating.enforce(records)
+    except GateFailed as exc:
+        exc.result = result
+        raise
