@@ -19,7 +19,8 @@ if not USER_WAIT:
 # The Python API (cvtool/api.py), loaded on first use so that ``import cvtool`` stays light: torch
 # is imported when a function is called, not before. ``config``, ``runs``, ``compare`` and
 # ``commands`` are also modules; calling them runs the API function of that name (cvtool/callable.py).
-API = ("train", "load", "stylize", "Run", "Best", "Model", "Classification", "Detections", "Segmentation")
+API = ("train", "load", "stylize", "Run", "Best", "Model", "Result", "Classification", "Detections", "Segmentation",
+       "Stylized")
 MODULES = ("api", "config", "runs", "compare", "commands", "errors")
 __all__ = [*API, *MODULES]
 

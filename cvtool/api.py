@@ -25,10 +25,10 @@ from cvtool.errors import InputError, Interrupted
 from cvtool.inputs import staged
 from cvtool.model import Model, load
 from cvtool.resolve import Gates, Overrides, enforce, gate_list, load_config
-from cvtool.results import Classification, Detections, Result, Segmentation
+from cvtool.results import Classification, Detections, Result, Segmentation, Stylized
 
 __all__ = ["train", "Run", "Best", "load", "Model", "Result", "Classification", "Detections", "Segmentation",
-           "stylize", "runs", "compare", "config", "commands"]
+           "Stylized", "stylize", "runs", "compare", "config", "commands"]
 
 ConfigArg = str | os.PathLike | Mapping[str, Any] | None
 

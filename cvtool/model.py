@@ -178,6 +178,12 @@ class Model:
         enforce_export(result)
         return result
 
+    def benchmark(self, formats: str | list[str] = "pytorch,torchscript,onnx,onnx-int8", batches: str | list[int] = "1,8",
+                  max_drop: Gates = None, overrides: Overrides = None) -> dict[str, Any]:
+        """``cvtool benchmark --json``'s object: each format timed on the CPU and scored (checkpoints only)."""
+        self.checkpoint("benchmark")
+        return benchmark_checkpoint(self.path, formats, batches, max_drop, overrides)
+
     def checkpoint(self, what: str) -> dict[str, Any]:
         if self._ckpt is None:
             raise InputError(f"{self.path} is an exported model; cvtool {what} takes the checkpoint (.pt) "
@@ -226,6 +232,19 @@ def export_checkpoint(path: Path, format: str = "onnx", out: str | Path | None =
     request = exporter.Request(checkpoint=Path(path), format=str(format).lower(),
                                out=Path(out) if out is not None else None, **given)
     return exporter.export(request)
+
+
+def benchmark_checkpoint(path: Path, formats: str | list[str] = "pytorch,torchscript,onnx,onnx-int8",
+                         batches: str | list[int] = "1,8", max_drop: Gates = None, overrides: Overrides = None,
+                         warmup: int = 3, repeats: int = 15) -> dict[str, Any]:
+    """``cvtool benchmark``: the checkpoint's formats (exported where missing) timed on the CPU and scored
+    on the validation set; the fastest within ``max_drop`` is marked."""
+    from cvtool.export import bench
+
+    drops = [f"{k}={v}" for k, v in max_drop.items()] if isinstance(max_drop, dict) else list(max_drop or [])
+    return bench.benchmark(Path(path), bench.parse_formats(formats if isinstance(formats, str) else ",".join(formats)),
+                           bench.parse_batches(batches if isinstance(batches, str) else ",".join(map(str, batches))),
+                           drops, overrides or [], warmup=warmup, repeats=repeats)
 
 
 def enforce_export(result: dict[str, Any]) -> None:

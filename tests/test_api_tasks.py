@@ -82,3 +82,34 @@ def test_stylize_returns_the_picture_cvtool_stylize_writes(tmp_path, cli):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "api.png").convert("RGB")), expected)
     with pytest.raises(cvtool.errors.InputError, match="--size expects H,W"):
         cvtool.stylize(content, style, size="big")
+
+
+def test_a_style_network_gives_stylized_pictures(tmp_path, cli):
+    from cvtool.data import photos
+
+    root = photos.synthesize(tmp_path / "style", n=12, size=40, seed=1)
+    sets = {"data.root": str(root / "content"), "style.image": str(root / "style.png"), "data.image_size": 32,
+            "data.batch_size": 4, "data.num_workers": 0, "data.val_count": 4, "model.width": 0.125,
+            "model.residual_blocks": 1, "model.vgg_weights": "none", "style.size": 48}
+    run = cvtool.train("train-style", overrides=sets, out=tmp_path / "run", epochs=1, device="cpu", quiet=True)
+    photo = sorted((root / "content").rglob("*.png"))[0]
+    code, out, err = cli("predict", "--checkpoint", run.checkpoints["best"], photo, "--out", tmp_path / "cli", "--json")
+    assert code == 0, err
+    expected = json.loads(out)[0]
+    found = cvtool.load(run.checkpoints["best"]).predict(Image.open(photo))[0]
+    assert isinstance(found, cvtool.Stylized)
+    assert found.to_dict() == {**expected, "image": None, "styled": None}
+    assert np.array_equal(np.asarray(found.image), np.asarray(Image.open(expected["styled"]).convert("RGB")))
+
+
+def test_gates_raise_gate_failed_with_the_result(hotdog_root, tmp_path, cli):
+    run = cvtool.train("finetune-hotdog", overrides={**overrides(TINY_HOTDOG), "data.root": str(hotdog_root)},
+                       out=tmp_path / "hotdog", epochs=1, max_steps=1, device="cpu", quiet=True)
+    model = cvtool.load(run.checkpoints["best"])
+    with pytest.raises(cvtool.errors.GateFailed) as caught:
+        model.evaluate(fail_under={"val_acc": 1.01})
+    code, _, err = cli("eval", "--checkpoint", run.checkpoints["best"], "--fail-under", "val_acc=1.01")
+    assert code == caught.value.exit_code == 4 and err.strip() == f"cvtool: error: {caught.value}"
+    assert caught.value.result["gates"][0]["passed"] is False
+    with pytest.raises(cvtool.errors.InputError, match="val_acc"):
+        model.evaluate(fail_under={"val_acc_typo": 0.5})
