@@ -92,7 +92,7 @@ def test_a_style_network_gives_stylized_pictures(tmp_path, cli):
             "data.batch_size": 4, "data.num_workers": 0, "data.val_count": 4, "model.width": 0.125,
             "model.residual_blocks": 1, "model.vgg_weights": "none", "style.size": 48}
     run = cvtool.train("train-style", overrides=sets, out=tmp_path / "run", epochs=1, device="cpu", quiet=True)
-    photo = sorted((root / "content").rglob("*.png"))[0]
+    photo = sorted(p for p in (root / "content").rglob("*") if p.is_file())[0]
     code, out, err = cli("predict", "--checkpoint", run.checkpoints["best"], photo, "--out", tmp_path / "cli", "--json")
     assert code == 0, err
     expected = json.loads(out)[0]
@@ -109,7 +109,7 @@ def test_gates_raise_gate_failed_with_the_result(hotdog_root, tmp_path, cli):
     with pytest.raises(cvtool.errors.GateFailed) as caught:
         model.evaluate(fail_under={"val_acc": 1.01})
     code, _, err = cli("eval", "--checkpoint", run.checkpoints["best"], "--fail-under", "val_acc=1.01")
-    assert code == caught.value.exit_code == 4 and err.strip() == f"cvtool: error: {caught.value}"
+    assert code == caught.value.exit_code == 4 and err.strip() == f"cvtool: {caught.value}"
     assert caught.value.result["gates"][0]["passed"] is False
     with pytest.raises(cvtool.errors.InputError, match="val_acc"):
         model.evaluate(fail_under={"val_acc_typo": 0.5})
