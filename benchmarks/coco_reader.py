@@ -14,7 +14,6 @@ and what padding every image to the largest object count (the old layout) would 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import tempfile
@@ -39,7 +38,9 @@ def write(path: Path, images: int, objects: int, seed: int = 0) -> None:
         anns.append({"id": a, "image_id": rng.randint(1, images), "category_id": rng.choice(ids),
                      "bbox": [round(x, 2), round(y, 2), round(w, 2), round(h, 2)], "area": w * h,
                      "iscrowd": int(rng.random() < 0.01), "segmentation": []})
-    path.write_text(json.dumps({"images": imgs, "annotations": anns, "categories": cats}))
+    from cvtool.files import json_text
+
+    path.write_text(json_text({"images": imgs, "annotations": anns, "categories": cats}))
 
 
 def measure(path: Path) -> dict[str, float]:

@@ -48,7 +48,7 @@ def make_app() -> typer.Typer:
     from cvtool.tasks import registry
 
     registry.discover()
-    app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                       help="Train and run the classic computer-vision tasks end to end.")
     app.callback()(root)
     for group in (train, stylize, predict, evaluate, config, data, export, benchmark, runs):

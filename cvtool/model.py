@@ -156,11 +156,13 @@ class Model:
 
     # ------------------------------------------------------------------ evaluate, export
 
-    def evaluate(self, overrides: Overrides = None, *, fail_under: Gates = None, fail_over: Gates = None) -> dict[str, Any]:
+    def evaluate(self, overrides: Overrides = None, *, out: str | Path | None = None, counts: bool = False,
+                 fail_under: Gates = None, fail_over: Gates = None) -> dict[str, Any]:
         """Scored on the task's validation set: ``cvtool eval --json``'s object. ``overrides`` change
         the model's config ({"data.root": "DIR"}) as ``--set`` does; ``fail_under``/``fail_over``
-        ({"val_acc": 0.9}) raise GateFailed (carrying the result) as ``--fail-under``/``--fail-over`` exit 4."""
-        result = evaluate_path(self.path, overrides, self.device, gate_list(fail_under, fail_over))
+        ({"val_acc": 0.9}) raise GateFailed (carrying the result) as ``--fail-under``/``--fail-over`` exit 4;
+        ``out`` and ``counts`` are ``cvtool eval``'s (where its confusion matrix or PR curves go)."""
+        result = evaluate_path(self.path, overrides, self.device, gate_list(fail_under, fail_over), out, counts)
         enforce(result["gates"], result)
         return result
 
@@ -191,15 +193,16 @@ class Model:
         return self._ckpt
 
 
-def evaluate_path(path: Path, overrides: Overrides = None, device: str | None = None,
-                  gates: list[Any] = ()) -> dict[str, Any]:
+def evaluate_path(path: Path, overrides: Overrides = None, device: str | None = None, gates: list[Any] = (),
+                  out: str | Path | None = None, counts: bool = False) -> dict[str, Any]:
     """``cvtool eval``'s object for a checkpoint or an export: its task's validation metrics, as
-    training scores them, and the ``gates`` records (not enforced here)."""
+    training scores them, its confusion matrix or PR curves (drawn into ``out``, by default the
+    run directory) and the ``gates`` records (not enforced here)."""
     from cvtool import gates as gating
     from cvtool import metrics
     from cvtool.export import scoring
 
-    result = scoring.score(Path(path), overrides, device)
+    result = scoring.score(Path(path), overrides, device, Path(out) if out is not None else None, counts)
     metrics.require_known(gates, result["metrics"], result["task"])
     result["gates"] = gating.check(gates, result["metrics"])
     return result

@@ -135,7 +135,8 @@ def test_train_fcn_takes_the_books_step(tmp_path):
     net = copy.deepcopy(before).train()
     trainer = torch.optim.SGD(net.parameters(), lr=0.001, weight_decay=1e-3)
     images = x.float() / 255 if x.dtype == torch.uint8 else x
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     book = book_steps(net, trainer, lambda m: F.cross_entropy(m((images - mean) / std), y.long(), reduction="none")
                       .mean(1).mean(1).sum())
     assert_same_weights(book, ours, before)

@@ -17,6 +17,10 @@ def evaluate(
     overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                         help="Change the checkpoint's config: a.b=VALUE, e.g. data.root=DIR."),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where confusion_matrix.png or pr_curves.png (and its "
+                                       "numbers as JSON) go; default: the checkpoint's run directory, or the export's folder."),
+    counts: bool = typer.Option(False, "--counts", help="Write counts (items or pixels) in the confusion matrix's "
+                                                        "cells instead of each true class's share."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     fail_under: list[str] = FAIL_UNDER,
     fail_over: list[str] = FAIL_OVER,
@@ -25,7 +29,7 @@ def evaluate(
     from cvtool.model import evaluate_path
     from cvtool.resolve import enforce, gate_list
 
-    result = evaluate_path(checkpoint_path, overrides, device, gate_list(fail_under, fail_over))
+    result = evaluate_path(checkpoint_path, overrides, device, gate_list(fail_under, fail_over), out, counts)
     if as_json:
         emit(result, True)
         enforce(result["gates"], result)
@@ -39,6 +43,8 @@ def evaluate(
         typer.echo(f"  {name:<{width}}  {value:.4g}")
     for name, why in result.get("not_scored", {}).items():
         typer.echo(f"  {name}: not scored ({why})")
+    for name, path in result.get("pictures", {}).items():
+        typer.echo(f"  {name}: {path}")
     enforce(result["gates"], result)
 
 

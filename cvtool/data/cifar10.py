@@ -45,12 +45,22 @@ def decode_cifar_png(path: Path) -> torch.Tensor:
         if (width, height) != (32, 32):
             raise InputError(f"{path} is {width}x{height} pixels; CIFAR-10 images are 32x32")
     try:
-        image = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        has_alpha = len(data) > 25 and data[25] in (4, 6)  # IHDR colour type: grey or RGB with alpha
+        mode = ImageReadMode.RGB_ALPHA if has_alpha else ImageReadMode.RGB
+        image = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
     except RuntimeError as exc:
         raise InputError(f"{path} is not a readable PNG: {str(exc).splitlines()[0]}") from None
     if image.dtype == torch.uint16:
         image = (image.to(torch.int32) >> 8).to(torch.uint8)
-    return image
+    return over_white(image) if has_alpha else image
+
+
+def over_white(rgba: torch.Tensor) -> torch.Tensor:
+    """(4, H, W) uint8 to RGB as a viewer shows it, transparency over white (as data.images.load_rgb)."""
+    rgb, alpha = rgba[:3].to(torch.int32), rgba[3:].to(torch.int32)
+    if bool((alpha == 255).all()):
+        return rgba[:3].contiguous()
+    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).to(torch.uint8)
 
 
 def decode_all(files: Sequence[Path], progress: Progress | None = None,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import signal
 from itertools import islice
+from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cvtool.engine import runtime
+from cvtool.engine import eval_report, runtime
 from cvtool.engine.placement import place, to_device
 from cvtool.engine.task import Task
 
@@ -44,10 +45,26 @@ def evaluate(task: Task, net: nn.Module, loader: DataLoader, device: torch.devic
         return task.evaluate(net, stream, device)
 
 
-def score(task: Task, device: torch.device, batch_size: int | None = None) -> dict[str, float]:
+def score(task: Task, device: torch.device, batch_size: int | None = None,
+          details: dict[str, Any] | None = None) -> dict[str, float]:
     """``cvtool eval``: the whole validation set, the model placed as training places it
-    (an export's adapter may need another batch size than the config's)."""
+    (an export's adapter may need another batch size than the config's); ``details`` takes
+    what ``eval_report`` collects (a confusion matrix, the mAP meter)."""
     tc = task.config.train
     model = place(task.model, device, tc).eval()
     runtime.configure(device, tc.deterministic)
-    return evaluate(task, model, val_loader(task, device, batch_size), device, runtime.amp_dtype(device, tc.amp), tc.channels_last)
+    with eval_report.collecting() as held:
+        metrics = evaluate(task, model, val_loader(task, device, batch_size), device,
+                           runtime.amp_dtype(device, tc.amp), tc.channels_last)
+    if details is not None:
+        details.update(held)
+    return metrics
+
+
+def pictures(task: Task, net: nn.Module, loader: DataLoader, device: torch.device, dtype: torch.dtype | None,
+             channels_last: bool, out_dir: Path, batches: int | None = None) -> dict[str, str]:
+    """The end of training: the best model's confusion matrix or PR curves over the whole
+    validation set, written into the run directory (nothing without a validation set)."""
+    with eval_report.collecting() as held:
+        evaluate(task, net, loader, device, dtype, channels_last, batches)
+    return eval_report.write(held, task.metadata.get("classes"), out_dir)[1]

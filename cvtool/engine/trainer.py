@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from cvtool import config as cfglib
 from cvtool.engine import checkpoint, early_stop, ema, finite, plots, resume, rundir, runtime, tensorboard
-from cvtool.engine.evaluation import evaluate, loader_options, val_loader
+from cvtool.engine.evaluation import evaluate, loader_options, pictures, val_loader
 from cvtool.engine.optim import describe, lr_factor, optimizer_for, recipe
 from cvtool.engine.placement import no_sync, place, to_device, wrap
 from cvtool.engine.progress import Reporter
@@ -349,7 +349,6 @@ class Trainer:
     # ------------------------------------------------------------------ end
 
     def complete(self) -> dict[str, Any]:
-        artifacts: dict[str, str] = {}
         if not self.main:
             return {"status": "completed"}
         best_path = self.ckpt_dir / "best.pt"
@@ -357,15 +356,16 @@ class Trainer:
             self.model.load_state_dict(checkpoint.load(best_path)["model"])
         elif self.ema is not None:
             self.model.load_state_dict(self.ema.module.state_dict())
+        self.model.eval()
+        artifacts: dict[str, str] = {}
         if self.task.finish is not None:
-            self.model.eval()
             with torch.no_grad():
                 artifacts.update(self.task.finish(self.model, self.run.run_dir, self.device))
-        curves = plots.curves(self.metrics.read(), self.run.run_dir / "curves.png", best=self.best)
-        artifacts["curves"] = str(curves)
-        self.board.complete(cfglib.to_dict(self.cfg),
-                            {**self.last_row, f"best_{self.best['metric']}": self.best["value"]},
-                            artifacts, self.global_step())
+        artifacts.update(pictures(self.task, self.eval_net, self.val_loader, self.device, self.dtype,
+                                  self.tc.channels_last, self.run.run_dir, self.limit(len(self.val_loader))))
+        artifacts["curves"] = str(plots.curves(self.metrics.read(), self.run.run_dir / "curves.png", best=self.best))
+        best = {**self.last_row, f"best_{self.best['metric']}": self.best["value"]}
+        self.board.complete(cfglib.to_dict(self.cfg), best, artifacts, self.global_step())
         return self.write_summary("completed", artifacts=artifacts)
 
     def write_summary(self, status: str, error: str | None = None,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cvtool import config as cfglib
-from cvtool.engine import checkpoint, evaluation, placement, runtime, threads
+from cvtool.engine import checkpoint, eval_report, evaluation, placement, runtime, threads
 from cvtool.engine.task import Task
 from cvtool.errors import InputError
 from cvtool.export import predict
@@ -60,12 +60,27 @@ def few(names: list[Any], shown: int = 4) -> str:
     return f"{len(names)}: {head}, ..." if len(names) > shown else head
 
 
-def score(path: Path, overrides: Overrides, device: str | None = None) -> dict[str, Any]:
-    """``cvtool eval``'s result for a checkpoint or an exported model (.onnx, .torchscript)."""
-    return (score_export if predict.is_export(path) else score_checkpoint)(path, overrides, device)
+def score(path: Path, overrides: Overrides, device: str | None = None, out: Path | None = None,
+          counts: bool = False) -> dict[str, Any]:
+    """``cvtool eval``'s result for a checkpoint or an exported model (.onnx, .torchscript), with
+    its confusion matrix or PR curves drawn into ``out`` (by default the checkpoint's run
+    directory, or the export's folder) and their numbers in the result."""
+    details: dict[str, Any] = {}
+    result = (score_export if predict.is_export(path) else score_checkpoint)(path, overrides, device, details)
+    numbers, files = eval_report.write(details, result.pop("classes"), out or run_dir_of(path), counts)
+    result.update(numbers)
+    if files:
+        result["pictures"] = files
+    return result
 
 
-def score_checkpoint(path: Path, overrides: Overrides, device: str | None = None) -> dict[str, Any]:
+def run_dir_of(path: Path) -> Path:
+    """A checkpoint's run directory (``RUN/checkpoints/best.pt``), or the file's own folder."""
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def score_checkpoint(path: Path, overrides: Overrides, device: str | None = None,
+                     details: dict[str, Any] | None = None) -> dict[str, Any]:
     ckpt = checkpoint.load(path)
     spec = registry.get(ckpt["task"])
     task, dev = build_task(spec, ckpt["config"], overrides, device, ckpt.get("metadata", {}).get("classes"), path)
@@ -73,10 +88,11 @@ def score_checkpoint(path: Path, overrides: Overrides, device: str | None = None
         task.model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
         raise InputError(f"checkpoint {path} does not fit {spec.command}'s model: {checkpoint.mismatch(exc)}") from None
-    return _result(spec, path, ckpt.get("epoch"), task, dev, evaluation.score(task, dev))
+    return _result(spec, path, ckpt.get("epoch"), task, dev, evaluation.score(task, dev, details=details))
 
 
-def score_export(path: Path, overrides: Overrides, device: str | None = None) -> dict[str, Any]:
+def score_export(path: Path, overrides: Overrides, device: str | None = None,
+                 details: dict[str, Any] | None = None) -> dict[str, Any]:
     """The export in place of the network; one image a batch where the graph or its adapter needs it."""
     meta = export_runtime.read_meta(path)
     spec = registry.get(meta["task"])
@@ -85,7 +101,8 @@ def score_export(path: Path, overrides: Overrides, device: str | None = None) ->
     per_image = meta.get("per_image") or not meta.get("dynamic_batch", True)
     batch = 1 if per_image or spec.family == "detect" else None
     skipped = {} if meta.get("per_image") else NOT_SCORED.get(spec.family, {})
-    metrics = {k: v for k, v in evaluation.score(task, dev, batch_size=batch).items() if k not in skipped}
+    scored = evaluation.score(task, dev, batch_size=batch, details=details)
+    metrics = {k: v for k, v in scored.items() if k not in skipped}
     result = _result(spec, path, meta.get("checkpoint", {}).get("epoch"), task, dev, metrics)
     result.update(format=meta.get("model_format"), int8=meta.get("int8") is not None,
                   not_scored=dict(skipped))
@@ -94,4 +111,5 @@ def score_export(path: Path, overrides: Overrides, device: str | None = None) ->
 
 def _result(spec: TaskSpec, path: Path, epoch: Any, task: Task, dev: Any, metrics: dict[str, float]) -> dict[str, Any]:
     return {"task": spec.command, "checkpoint": str(path), "epoch": epoch, "data_root": str(task.config.data.root),
-            "items": len(task.val_data), "device": str(dev), "best_metric": task.best_metric, "metrics": metrics}
+            "items": len(task.val_data), "device": str(dev), "best_metric": task.best_metric, "metrics": metrics,
+            "classes": task.metadata.get("classes")}

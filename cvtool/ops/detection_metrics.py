@@ -37,11 +37,18 @@ def average_precision(scores: torch.Tensor, true_positive: torch.Tensor, num_gt:
     One AP per row of ``true_positive`` (one row per IoU threshold); NaN when num_gt is 0.
     Detections ``ignored`` (T, D) (those that took a difficult box) count neither way.
     """
+    return precision_curve(scores, true_positive, num_gt, ignored).mean(dim=1)
+
+
+def precision_curve(scores: torch.Tensor, true_positive: torch.Tensor, num_gt: int,
+                    ignored: torch.Tensor | None = None) -> torch.Tensor:
+    """(T, 101) interpolated precision at COCO's recall points: the curve AP is the mean of,
+    so a plotted curve and its AP cannot disagree. NaN when num_gt is 0."""
     rows = true_positive.shape[0]
     if num_gt == 0:
-        return torch.full((rows,), float("nan"), dtype=torch.float64)
+        return torch.full((rows, len(RECALL_POINTS)), float("nan"), dtype=torch.float64)
     if scores.numel() == 0:
-        return torch.zeros(rows, dtype=torch.float64)
+        return torch.zeros(rows, len(RECALL_POINTS), dtype=torch.float64)
     if ignored is None:
         ignored = torch.zeros_like(true_positive)
     order = torch.sort(scores, descending=True, stable=True).indices
@@ -54,7 +61,7 @@ def average_precision(scores: torch.Tensor, true_positive: torch.Tensor, num_gt:
     envelope = precision.flip(1).cummax(dim=1).values.flip(1)
     index = torch.searchsorted(recall.contiguous(), RECALL_POINTS.expand(rows, -1).contiguous())
     padded = torch.cat((envelope, torch.zeros(rows, 1, dtype=torch.float64)), dim=1)
-    return padded.gather(1, index).mean(dim=1)
+    return padded.gather(1, index)
 
 
 def match_detections(det_boxes: torch.Tensor, gt_boxes: torch.Tensor,
@@ -133,6 +140,25 @@ class MeanAveragePrecision:
         return {c: average_precision(torch.cat(self.scores[c]), torch.cat(self.hits[c], dim=1), n,
                                      torch.cat(self.ignored[c], dim=1))
                 for c, n in sorted(self.num_gt.items()) if n > 0}
+
+    def curves(self, iou: float = 0.5) -> dict[int, dict[str, torch.Tensor | float]]:
+        """Per class with ground truth, at the IoU threshold ``iou`` (one of the meter's): the
+        precision curve at COCO's 101 recall points, its AP (the curve's mean, as in
+        ``per_class``), the highest recall any detection reaches and the ground-truth count."""
+        near = [i for i, u in enumerate(self.iou_thresholds) if math.isclose(u, iou, abs_tol=1e-9)]
+        if not near:
+            raise ValueError(f"IoU {iou} is not one of the thresholds {self.iou_thresholds}")
+        t = near[0]
+        out: dict[int, dict[str, torch.Tensor | float]] = {}
+        for c, n in sorted(self.num_gt.items()):
+            if n == 0:
+                continue
+            hits = torch.cat(self.hits[c], dim=1)[t:t + 1]
+            ignored = torch.cat(self.ignored[c], dim=1)[t:t + 1]
+            curve = precision_curve(torch.cat(self.scores[c]), hits, n, ignored)[0]
+            found = int((hits & ~ignored).sum())
+            out[c] = {"precision": curve, "ap": float(curve.mean()), "max_recall": found / n, "num_gt": n}
+        return out
 
     def compute(self) -> dict[str, float]:
         table = self.per_class()

@@ -21,7 +21,9 @@ from torchvision.utils import make_grid
 from cvtool import config as c
 from cvtool.data.images import load_rgb
 from cvtool.data.video import Frame, image_of
+from cvtool.engine import eval_report
 from cvtool.engine.task import StepOutput
+from cvtool.ops.segmentation_metrics import counts
 from cvtool.tasks import outputs
 
 COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")
@@ -58,15 +60,36 @@ def evaluate(model: nn.Module, batches: Iterable, device: torch.device) -> dict[
     """Loss and accuracy over the whole validation set (summed, then divided once)."""
     loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
+    confusion = Confusion()
     n = 0
     for x, y in batches:
         logits = model(x).float()
         loss += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
+        confusion.update(logits, y)
         n += len(y)
     if n == 0:
         return {}
+    confusion.record()
     return {"val_loss": (loss / n).item(), "val_acc": (correct / n).item()}
+
+
+class Confusion:
+    """The (classes, classes) counts of argmax against truth, kept only while a caller collects
+    (``cvtool eval``, the end of training): per-epoch validation pays nothing for it."""
+
+    def __init__(self) -> None:
+        self.counts: torch.Tensor | None = None
+        self.wanted = eval_report.wanted()
+
+    def update(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        if self.wanted:
+            batch = counts(logits.argmax(1), y, logits.shape[1])
+            self.counts = batch if self.counts is None else self.counts + batch
+
+    def record(self) -> None:
+        if self.counts is not None:
+            eval_report.record("confusion", self.counts)
 
 
 def head_groups(model: nn.Module, head: nn.Module, head_lr_mult: float) -> list[dict]:

@@ -221,9 +221,11 @@ def make_evaluate(cached: bool) -> Callable[[nn.Module, Iterable, torch.device],
         loss = torch.zeros((), device=device)
         top1 = torch.zeros((), device=device)
         top5 = torch.zeros((), device=device)
+        confusion = classify.Confusion()
         n = 0
         for x, y in batches:
             logits = model(x, from_features=cached).float()
+            confusion.update(logits, y)
             loss += F.cross_entropy(logits, y, reduction="sum")
             ranked = logits.topk(min(TOP_K, logits.shape[1]), dim=1).indices
             hits = ranked == y[:, None]
@@ -232,6 +234,7 @@ def make_evaluate(cached: bool) -> Callable[[nn.Module, Iterable, torch.device],
             n += len(y)
         if n == 0:
             return {}
+        confusion.record()
         scores = {"val_loss": (loss / n).item(), "val_acc": (top1 / n).item()}
         if logits.shape[1] > TOP_K:
             scores["val_top5"] = (top5 / n).item()

@@ -22,6 +22,7 @@ from torchvision.models.detection import FasterRCNN
 from cvtool import config as c
 from cvtool.data import voc_detection_synth
 from cvtool.data.bananas import to_tensor
+from cvtool.engine import eval_report
 from cvtool.engine.task import StepOutput, Task
 from cvtool.models.rcnn import DEFAULT_ARCH, build_rcnn
 from cvtool.ops.detection_metrics import MeanAveragePrecision
@@ -195,6 +196,7 @@ def make_evaluate(cfg: Config):
         if images == 0:
             return {}
         ap = meter.compute()
+        eval_report.record("detections", meter)
         return {"val_map50": ap["map50"], "val_map": ap["map"], **detect.per_class_ap50(meter, list(cfg.data.classes))}
 
     return evaluate

@@ -23,6 +23,7 @@ from torchvision.utils import draw_segmentation_masks
 
 from cvtool.data.images import load_rgb
 from cvtool.data.video import Frame
+from cvtool.engine import eval_report
 from cvtool.engine.task import StepOutput
 from cvtool.errors import InputError
 from cvtool.files import atomic_write
@@ -100,6 +101,7 @@ def make_evaluate(labels: Labels, forward: Forward):
         if pixels.item() == 0:
             return {}
         s = matrix.scores()
+        eval_report.record("confusion", matrix.matrix)
         result = {"val_loss": (loss / pixels).item(), "val_pixel_acc": s.pixel_acc,
                   "val_mean_class_acc": s.mean_class_acc, "val_miou": s.miou,
                   "val_miou_background_only": background_only_miou(matrix.matrix.cpu())}

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from cvtool import config as c
 from cvtool.data import bananas
 from cvtool.data.bananas import to_tensor
+from cvtool.engine import eval_report
 from cvtool.engine.task import StepOutput, Task
 from cvtool.models.tinyssd import RATIOS, SIZES, TinySSD
 from cvtool.ops.boxes import multibox_detection, multibox_target
@@ -123,14 +124,17 @@ def build_model(cfg: Config) -> TinySSD:
 
 
 class WithTargets(Dataset):
-    """A split with its anchor targets precomputed: adds bbox_offset (A*4,) and cls_labels (A,)."""
+    """A split with its anchor targets precomputed: adds bbox_offset (A*4,) and cls_labels (A,).
+
+    About half the decoded image's bytes per image, so it is used only where the split's images
+    are held in memory too (data.cache); otherwise each step computes its own batch's targets."""
 
     def __init__(self, data: Dataset, anchors: torch.Tensor, iou_threshold: float = 0.5, chunk: int = 256):
         self.data = data
         offsets, classes = [], []
         for start in range(0, len(data), chunk):  # type: ignore[arg-type]
-            off, _, cls = multibox_target(anchors, data.labels[start: start + chunk],  # type: ignore[attr-defined]
-                                          iou_threshold)
+            labels = data.padded(start, start + chunk)[0]  # type: ignore[attr-defined]
+            off, _, cls = multibox_target(anchors, labels, iou_threshold)
             offsets.append(off)
             classes.append(cls.to(torch.int16))
         self.offsets = torch.cat(offsets)
@@ -257,6 +261,7 @@ def make_evaluate(cfg: Config):
         if images == 0:
             return {}
         ap = meter.compute()
+        eval_report.record("detections", meter)
         return {"val_loss": (loss / images).item(), "val_class_err": (wrong / anchor_count).item(),
                 "val_bbox_mae": (abs_err / offset_count).item(), "val_map50": ap["map50"], "val_map": ap["map"],
                 **detect.per_class_ap50(meter, list(cfg.data.classes))}
@@ -267,6 +272,13 @@ def make_evaluate(cfg: Config):
 # --------------------------------------------------------------------------- build, predict
 
 
+def targets_for(data: Dataset, anchors: torch.Tensor, iou_threshold: float) -> Dataset:
+    """The split with precomputed targets when they stay fixed (no augmentation) and it is cached."""
+    if getattr(data, "augment", None) or getattr(data, "images", None) is None:
+        return data
+    return WithTargets(data, anchors, iou_threshold)
+
+
 def build(cfg: Config, rank_zero: bool = True) -> Task:
     cfg, train, val, metadata = detect.prepare(cfg)
     d = cfg.data
@@ -275,8 +287,8 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
     pictures = (make_detector(cfg.detect, d.image_size), detect.first_samples(val), list(d.classes), cfg.detect.draw_threshold)
     return Task(
         name=SPEC.command, config=cfg, model=model,
-        train_data=train if train.augment else WithTargets(train, anchors, cfg.loss.iou_threshold),  # type: ignore[attr-defined]
-        val_data=WithTargets(val, anchors, cfg.loss.iou_threshold),
+        train_data=targets_for(train, anchors, cfg.loss.iou_threshold),
+        val_data=targets_for(val, anchors, cfg.loss.iou_threshold),
         train_step=make_train_step(cfg.loss), evaluate=make_evaluate(cfg), columns=COLUMNS,
         best_metric="val_map50", best_mode="max",
         finish=detect.make_finish(*pictures), pictures=detect.make_pictures(*pictures),
