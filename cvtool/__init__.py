@@ -15,3 +15,25 @@ USER_WAIT = {k: os.environ[k] for k in WAIT_SETTINGS if k in os.environ}
 SPIN_COUNT = "3000"
 if not USER_WAIT:
     os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+
+# The Python API (cvtool/api.py), loaded on first use so that ``import cvtool`` stays light: torch
+# is imported when a function is called, not before. ``config``, ``runs``, ``compare`` and
+# ``commands`` are also modules; calling them runs the API function of that name (cvtool/callable.py).
+API = ("train", "load", "stylize", "Run", "Best", "Model", "Result", "Classification", "Detections", "Segmentation",
+       "Stylized")
+MODULES = ("api", "config", "runs", "compare", "commands", "errors")
+__all__ = [*API, *MODULES]
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in API:
+        return getattr(importlib.import_module("cvtool.api"), name)
+    if name in MODULES:
+        return importlib.import_module(f"cvtool.{name}")
+    raise AttributeError(f"module 'cvtool' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

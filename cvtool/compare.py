@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from cvtool import gates as gating  # noqa: E402
-from cvtool import metrics  # noqa: E402
-from cvtool import runs as runlib  # noqa: E402
-from cvtool import seeds as seedlib  # noqa: E402
-from cvtool.errors import InputError  # noqa: E402
+from cvtool import gates as gating
+from cvtool import metrics
+from cvtool import runs as runlib
+from cvtool import seeds as seedlib
+from cvtool.callable import make_callable
+from cvtool.errors import InputError
 
 NOT_CURVES = {"epoch", "step", "lr", "epoch_seconds", "images_per_second"}
 LEGEND_KEYS = 3  # differing keys named in a legend entry; the rest are in the table
@@ -122,8 +122,9 @@ def draw(loaded: list[Loaded], names: list[str], groups: dict[str, list[str]], x
          title: str) -> Path:
     cols = min(3, len(groups))
     rows = -(-len(groups) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows + 0.9), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(5.2 * cols, 3.8 * rows + 0.9))  # no pyplot: a notebook's backend stays as it is
+    axes = fig.subplots(rows, cols, squeeze=False)
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (metric, columns) in zip(axes.flat, groups.items()):
         for i, run in enumerate(loaded):
             for column in columns:
@@ -144,25 +145,24 @@ def draw(loaded: list[Loaded], names: list[str], groups: dict[str, list[str]], x
             ax.set_ylabel(f"{metric} (log scale)")
     for ax in list(axes.flat)[len(groups):]:
         ax.set_axis_off()
-    handles = [plt.Line2D([], [], color="grey", linestyle="--", label="train"),
-               plt.Line2D([], [], color="grey", linestyle="-", label="val")]
-    handles += [plt.Line2D([], [], color=colors[i % len(colors)], label=name) for i, name in enumerate(names)]
+    handles = [Line2D([], [], color="grey", linestyle="--", label="train"),
+               Line2D([], [], color="grey", linestyle="-", label="val")]
+    handles += [Line2D([], [], color=colors[i % len(colors)], label=name) for i, name in enumerate(names)]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3), fontsize="small", frameon=False)
     fig.suptitle("\n".join(textwrap.wrap(title, width=int(5.2 * cols * 11))))
     legend_rows = -(-len(handles) // 3)
     fig.tight_layout(rect=(0, min(0.4, 0.06 * legend_rows + 0.02), 1, 1))
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     tmp.replace(path)
     return path
 
 
-def compare(run_dirs: list[Path], metric: str | None = None, out: Path = Path("compare.png"),
+def compare(run_dirs: list[Path], metric: str | None = None, out: Path | None = Path("compare.png"),
             title: str | None = None, drops: list[metrics.Gate] | None = None) -> dict[str, Any]:
-    """Overlay the runs' curves into ``out``; the result names the differing keys and each run's best,
-    and with ``drops`` (``--max-drop``) how each later run's best compares with the first's. A seed
-    group (DIR/seed-N) draws each seed and, for ``drops``, counts as its seeds' mean best."""
+    """Overlay the runs' curves into ``out`` (None: no picture); the result names the differing keys
+    and each run's best, and with ``drops`` (``--max-drop``) how each later run's best compares with
+    the first's. A seed group (DIR/seed-N) draws each seed and, for ``drops``, counts as its seeds' mean best."""
     if len(run_dirs) < 2:
         raise InputError("compare needs at least two runs")
     units = [[load(p) for p in members(Path(d))] for d in run_dirs]
@@ -189,9 +189,10 @@ def compare(run_dirs: list[Path], metric: str | None = None, out: Path = Path("c
         value, at = best_of(run.rows, metric, mode, x)
         table.append({"run_dir": str(run.run_dir), "label": name, "best": value, x: at,
                       "epochs": max((r.get(x, 0) for r in run.rows), default=0)})
-    draw(loaded, names, groups, x, out, title or f"{tasks[0]}: {len(loaded)} runs (best {metric}: {mode})")
+    if out is not None:
+        draw(loaded, names, groups, x, out, title or f"{tasks[0]}: {len(loaded)} runs (best {metric}: {mode})")
     return {"task": tasks[0], "metric": metric, "mode": mode, "x": x, "runs": table,
-            "differing": diff, "picture": str(out),
+            "differing": diff, "picture": None if out is None else str(out),
             "gates": against_base(units, [Path(d) for d in run_dirs], drops or [], x)}
 
 
@@ -217,3 +218,6 @@ def against_base(units: list[list[Loaded]], dirs: list[Path], drops: list[metric
     base = bests(units[0])
     return [{**record, "run_dir": str(where), "baseline_dir": str(dirs[0])}
             for unit, where in zip(units[1:], dirs[1:]) for record in gating.check(drops, bests(unit), base)]
+
+
+make_callable(__name__)  # cvtool.compare(...) is cvtool.api.compare

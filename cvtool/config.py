@@ -1,10 +1,8 @@
-"""Typed run configuration: YAML in, validated dataclasses out.
+"""Typed run configuration: YAML in, validated dataclasses out; called, ``cvtool.config(command)``.
 
-Every task's config is a dataclass of sections (data, model, optim, sched, train, ...).
-A field's ``metadata`` holds its one-line help (printed by ``cvtool config show``) and
-its valid range, so the schema, the defaults, the docs and the checks live in one place.
-Loading never guesses: unknown keys, wrong types and out-of-range values are errors
-that name the dotted key and, for a misspelling, the nearest valid one.
+Every task's config is a dataclass of sections; a field's ``metadata`` holds its help line (``cvtool config show``)
+and valid range, so schema, defaults, docs and checks live in one place. Loading never guesses: unknown keys,
+wrong types and out-of-range values are errors naming the dotted key and, for a misspelling, the nearest valid one.
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from typing import Any, Literal, Protocol, Union
 
 import yaml
 
+from cvtool.callable import make_callable
 from cvtool.errors import InputError
 
 
@@ -124,9 +123,8 @@ class LogConfig:
 
 
 class TaskConfig(Protocol):
-    """What the trainer reads from every trainable task's config; each task's ``Config``
-    dataclass has these four sections (subclasses of the ones above) plus its own; a ``log``
-    section (LogConfig) is optional: without one the run writes no TensorBoard events."""
+    """What the trainer reads from every trainable task's config; each task's ``Config`` dataclass has these
+    four sections (subclasses of the ones above) plus its own; a ``log`` section (LogConfig) is optional."""
 
     data: DataConfig
     optim: OptimConfig
@@ -181,14 +179,13 @@ def to_dict(cfg: Any) -> dict:
 
 def load(schema: type, path: str | Path | None = None, overrides: list[str] | None = None,
          values: dict[str, Any] | None = None, base: dict | None = None) -> Any:
-    """Build ``schema`` from the defaults, then ``base`` (a saved config) or a YAML file,
-    then ``KEY=VALUE`` overrides, then ``values``: typed dotted keys (CLI flags), as given."""
+    """``schema`` from its defaults, then ``base`` (a saved config) or a YAML file, then ``KEY=VALUE`` overrides, then
+    ``values``: typed dotted keys (CLI flags, API keywords), as given."""
     data: dict = copy.deepcopy(base) if base is not None and path is None else {}
     if path is not None:
         data = read_yaml(Path(path))
     for item in overrides or []:
-        key, value = parse_override(item)
-        set_dotted(data, key, value)
+        set_dotted(data, *parse_override(item))
     for key, value in (values or {}).items():
         set_dotted(data, key, value)
     return from_dict(schema, data)
@@ -398,3 +395,6 @@ def render_section(obj: Any, depth: int, lines: list[str]) -> None:
             text = text.replace("\n...", "").removesuffix("...").strip()
         comment = field_help(f)
         lines.append(f"{pad}{f.name}: {text}" + (f"  # {comment}" if comment else ""))
+
+
+make_callable(__name__)  # cvtool.config(command) is cvtool.api.config

@@ -24,9 +24,17 @@ class MissingResource(CvtoolError):
 
 
 class Interrupted(CvtoolError):
-    """Training stopped by SIGINT/SIGTERM after saving a resumable checkpoint (exit 130)."""
+    """Training stopped by SIGINT/SIGTERM after saving a resumable checkpoint (exit 130).
+
+    ``resume`` is what continues the run (the CLI line, or the Python call from cvtool.train),
+    None when nothing was saved to continue from.
+    """
 
     exit_code = 130
+
+    def __init__(self, message: str = "", resume: str | None = None):
+        super().__init__(message)
+        self.resume = resume
 
 
 class GateFailed(CvtoolError):

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from cvtool.callable import make_callable
 from cvtool.engine import lock
 from cvtool.errors import InputError
 
@@ -215,3 +216,6 @@ def list_runs(folders: list[Path], task: str | None = None) -> list[RunInfo]:
     if task is not None:
         infos = [i for i in infos if i.task == task]
     return sorted(infos, key=lambda i: (i.started is None, i.started or 0.0, i.run_dir))
+
+
+make_callable(__name__)  # cvtool.runs(...) is cvtool.api.runs

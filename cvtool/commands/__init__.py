@@ -4,3 +4,7 @@
 ``config``, ``data``, ``stylize`` and ``export`` read what they need from cvtool.tasks.registry;
 ``runs`` (``runs`` and ``compare``) reads run directories already on disk.
 """
+
+from cvtool.callable import make_callable
+
+make_callable(__name__)  # cvtool.commands(...) is cvtool.api.commands

@@ -27,13 +27,12 @@ def benchmark(
 ) -> None:
     """Export what is missing, then time every format and score it on the validation set."""
     from cvtool.errors import InputError
-    from cvtool.export import bench
+    from cvtool.model import benchmark_checkpoint
 
     if device not in (None, "cpu"):
         raise InputError(f"--device {device}: cvtool benchmark times on the CPU only (ONNX Runtime's CPU "
                          f"provider is the one cvtool's exports are checked on)")
-    result = bench.benchmark(checkpoint_path, bench.parse_formats(formats), bench.parse_batches(batch), max_drop,
-                             overrides, warmup=warmup, repeats=repeats)
+    result = benchmark_checkpoint(checkpoint_path, formats, batch, max_drop, overrides, warmup=warmup, repeats=repeats)
     if as_json:
         emit(result, True)
         return

@@ -7,9 +7,7 @@ from typing import Optional
 
 import typer
 
-from cvtool import gates as gating
 from cvtool.commands.common import DEVICE_HELP, FAIL_OVER, FAIL_UNDER, JSON_HELP, emit
-from cvtool.metrics import parse, require_known
 
 
 def evaluate(
@@ -28,15 +26,13 @@ def evaluate(
     fail_over: list[str] = FAIL_OVER,
 ) -> None:
     """Score a checkpoint or an exported model on its task's validation set, with the metrics training reports."""
-    from cvtool.export import scoring
+    from cvtool.model import evaluate_path
+    from cvtool.resolve import enforce, gate_list
 
-    gates = parse(fail_under, "under") + parse(fail_over, "over")
-    result = scoring.score(checkpoint_path, overrides, device, out, counts)
-    require_known(gates, result["metrics"], result["task"])
-    result["gates"] = gating.check(gates, result["metrics"])
+    result = evaluate_path(checkpoint_path, overrides, device, gate_list(fail_under, fail_over), out, counts)
     if as_json:
         emit(result, True)
-        gating.enforce(result["gates"])
+        enforce(result["gates"], result)
         return
     kind = f"{result['format']} export " if "format" in result else ""
     typer.echo(f"{result['task']}: {kind}{checkpoint_path} (epoch {result['epoch']}) on {result['items']} "
@@ -49,7 +45,7 @@ def evaluate(
         typer.echo(f"  {name}: not scored ({why})")
     for name, path in result.get("pictures", {}).items():
         typer.echo(f"  {name}: {path}")
-    gating.enforce(result["gates"])
+    enforce(result["gates"], result)
 
 
 def register(app: typer.Typer) -> None:

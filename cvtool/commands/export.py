@@ -38,19 +38,13 @@ def export(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Export a checkpoint to ONNX or TorchScript and prove it gives the checkpoint's answers."""
-    from cvtool.errors import GateFailed, InputError
-    from cvtool.export import exporter, parity, quantize
+    from cvtool.export import exporter, parity
+    from cvtool.model import enforce_export, export_checkpoint
 
-    if calib_images is not None and not int8:
-        raise InputError("--calib-images is for --int8 (the images INT8 quantization is calibrated on)")
-
-    request = exporter.Request(checkpoint=checkpoint_path, format=fmt.lower(), out=out, opset=opset,
-                               dynamic_batch=dynamic_batch, half=half, check=check,
-                               image_size=exporter.parse_size(image_size) if image_size else None,
-                               check_metric=check_metric, max_drop=max_drop, overrides=overrides, int8=int8,
-                               calib_images=quantize.DEFAULT_IMAGES if calib_images is None else calib_images)
     try:
-        result = exporter.export(request)
+        result = export_checkpoint(checkpoint_path, fmt, out, opset=opset, dynamic_batch=dynamic_batch,
+                                   image_size=image_size, half=half, check=check, check_metric=check_metric,
+                                   max_drop=max_drop, overrides=overrides, int8=int8, calib_images=calib_images)
     except exporter.Mismatch as exc:
         emit({"status": "mismatch", "error": str(exc), "check": exc.report}, as_json)
         raise
@@ -67,9 +61,7 @@ def export(
         typer.echo(f"check: {exporter.summary(result['check'])}")
         if metric is not None:
             typer.echo(f"metrics: {parity.summary(metric)}")
-    if metric is not None and not metric["ok"]:
-        failed = "; ".join(r["message"] for r in metric["gates"] if not r["passed"])
-        raise GateFailed(f"{failed}; the export is kept at {result['model']}")
+    enforce_export(result)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from cvtool import gates as gating
-from cvtool import metrics
 from cvtool.commands.common import JSON_HELP, emit
-from cvtool.runs import RunInfo
 
 
 def duration(seconds: float | None) -> str:
@@ -25,18 +22,19 @@ def value(number: float | None, digits: int = 4) -> str:
     return "-" if number is None else f"{number:.{digits}g}"
 
 
-def row(info: RunInfo) -> list[str]:
-    epochs = "-" if info.epochs_done is None else f"{info.epochs_done}/{info.epochs if info.epochs else '?'}"
+def row(info: dict[str, Any]) -> list[str]:
+    """One run of ``cvtool.runs()`` (``runs --json``'s entries) as table cells."""
+    epochs = "-" if info["epochs_done"] is None else f"{info['epochs_done']}/{info['epochs'] if info['epochs'] else '?'}"
     best = "-"
-    if info.best_value is not None and "seeds" in info.extra:
-        spread = f"±{value(info.extra['best_std'], 2)}" if info.extra["best_std"] is not None else ""
-        best = f"{info.best_metric}={value(info.best_value)}{spread} ({info.extra['seeds']} seeds)"
-    elif info.best_value is not None:
-        best = f"{info.best_metric}={value(info.best_value)}@{info.best_epoch}"
-    status = info.status if info.reason is None else f"{info.status}: {info.reason}"
-    started = (info.to_json()["started_iso"] or "-")[:16]
-    return [info.task or "?", status, epochs, best, value(info.images_per_second, 3), duration(info.wall_seconds),
-            started, info.run_dir]
+    if info["best_value"] is not None and "seeds" in info:
+        spread = f"±{value(info['best_std'], 2)}" if info["best_std"] is not None else ""
+        best = f"{info['best_metric']}={value(info['best_value'])}{spread} ({info['seeds']} seeds)"
+    elif info["best_value"] is not None:
+        best = f"{info['best_metric']}={value(info['best_value'])}@{info['best_epoch']}"
+    status = info["status"] if info["reason"] is None else f"{info['status']}: {info['reason']}"
+    started = (info["started_iso"] or "-")[:16]
+    return [info["task"] or "?", status, epochs, best, value(info["images_per_second"], 3),
+            duration(info["wall_seconds"]), started, info["run_dir"]]
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
@@ -53,15 +51,15 @@ def runs(
                                                       "anywhere): write its seeds.json and print the spread."),
 ) -> None:
     """List the runs under the folders: status, epochs, best metric, speed, time; oldest first."""
-    from cvtool.runs import list_runs
+    from cvtool.api import runs as listed
 
     if seeds:
         summarise_seeds(folders or [Path("runs")], as_json)
         return
 
-    infos = list_runs(list(folders or [Path("runs")]), task)
+    infos = listed(list(folders or [Path("runs")]), task=task)
     if as_json:
-        emit([i.to_json() for i in infos], True)
+        emit(infos, True)
         return
     if not infos:
         typer.echo(f"no runs under {', '.join(map(str, folders or [Path('runs')]))}"
@@ -99,12 +97,13 @@ def compare(
              "DELTA, in the metric's own direction (repeatable), e.g. val_acc=0.02."),
 ) -> None:
     """Overlay runs' curves in one picture; table the best --metric; name the config keys that differ."""
-    from cvtool.compare import compare as run_compare
+    from cvtool.api import compare_report
+    from cvtool.resolve import enforce
 
-    result = run_compare(run_dirs, metric, out, title, metrics.parse(max_drop, "drop"))
+    result = compare_report(run_dirs, picture=out, metric=metric, title=title, max_drop=max_drop)
     if as_json:
         emit(result, True)
-        gating.enforce(result["gates"])
+        enforce(result["gates"], result)
         return
     x = result["x"]
     rows = [[r["label"], value(r["best"]), "-" if r[x] is None else f"{r[x]:g}", r["run_dir"]] for r in result["runs"]]
@@ -122,7 +121,7 @@ def compare(
         typer.echo(f"{'passed' if record['passed'] else 'FAILED'}: {record['run_dir']} {record['metric']} "
                    f"{value(record['value'])} vs {value(record['baseline'])} in {record['baseline_dir']} "
                    f"(--max-drop {record['bound']:g})")
-    gating.enforce(result["gates"])
+    enforce(result["gates"], result)
 
 
 def register(app: typer.Typer) -> None:

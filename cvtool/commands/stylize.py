@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from cvtool.commands.common import CONFIG_OPTION, DEVICE_HELP, JSON_HELP, SET_OPTION, emit, load_config
+from cvtool.commands.common import CONFIG_OPTION, DEVICE_HELP, JSON_HELP, SET_OPTION, emit
 from cvtool.errors import InputError
 from cvtool.tasks import registry
 
@@ -44,8 +44,8 @@ def stylize(
     force: bool = typer.Option(False, "--force", help="Run even if the estimated memory need exceeds what is free."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
+    from cvtool.api import stylize_files
     from cvtool.engine.progress import Reporter
-    from cvtool.tasks import stylize as st
 
     if model is not None:
         optimiser = {"--output": output if output != Path("stylized.png") else None, "--config": config, "--set": overrides or None, "--size": size, "--steps": steps, "--seed": seed,
@@ -60,15 +60,14 @@ def stylize(
         raise InputError(f"stylize takes CONTENT STYLE (two images), got {len(inputs)}; to stylise several "
                          "images with a trained network: cvtool stylize --model STYLE.pt CONTENT...")
     content, style = inputs
-    flags = {"image.size": st.parse_size(size) if size is not None else None, "optim.steps": steps,
+    flags = {"image.size": size, "optim.steps": steps,
              "run.device": device, "run.seed": seed, "run.save_every": save_every,
              "image.preserve_color": preserve_color, "loss.content_weight": content_weight,
              "loss.style_weight": style_weight, "loss.tv_weight": tv_weight, "run.scales": scales,
              "image.init": init, "image.style_scale": style_scale}
-    cfg = load_config(registry.get("stylize").config, config, overrides, flags)
     reporter = Reporter(sys.stderr if as_json else sys.stdout)
-    result = st.stylize(cfg, content, style, output, out_dir=out_dir, reporter=reporter, force=force,
-                        argv=["cvtool", *sys.argv[1:]])
+    result = stylize_files(content, style, output, config=config, overrides=overrides, flags=flags, reporter=reporter,
+                           argv=["cvtool", *sys.argv[1:]], out_dir=out_dir, force=force)
     height, width = result["size"]
     reporter.info(f"wrote {result['output']} ({height}x{width}) in {result['seconds']:.1f} s "
                   f"({result['ms_per_step']:.0f} ms/step)"
@@ -79,11 +78,12 @@ def stylize(
 def with_model(model: Path, inputs: list[Path], out: Optional[Path], overwrite: bool, device: Optional[str],
                preserve_color: bool, as_json: bool) -> None:
     """``stylize --model``: ``predict`` with a style network, which must be one."""
-    from cvtool.commands.predict import open_model, predict
+    from cvtool.commands.predict import predict
+    from cvtool.model import load
 
-    spec = open_model(model, "cpu")[0]
-    if spec.family != "style":
-        raise InputError(f"--model {model} is a {spec.command} model, not a style network (train-style)")
+    network = load(model, device="cpu")
+    if network.family != "style":
+        raise InputError(f"--model {model} is a {network.task} model, not a style network (train-style)")
     predict(checkpoint_path=model, images=inputs, out=out or Path("."), threshold=None, kaggle_test=None,
             device=device or "auto", threads_opt="auto", overwrite=overwrite, every=None, smooth=None,
             preserve_color=preserve_color, as_json=as_json)

@@ -11,7 +11,7 @@ import typer
 from cvtool import gates as gating
 from cvtool import metrics
 from cvtool.commands.common import (CONFIG_OPTION, DEVICE_HELP, FAIL_OVER, FAIL_UNDER, JSON_HELP, SET_OPTION, describe,
-                                    emit, load_config)
+                                    emit)
 from cvtool.errors import InputError
 from cvtool.metrics import Gate
 from cvtool.tasks import registry
@@ -22,35 +22,21 @@ def train(spec: TaskSpec, config: Optional[Path], overrides: list[str], out: Opt
           flags: dict[str, Any], resume: Optional[str], as_json: bool, gates: list[Gate] = (),
           one_of_seeds: bool = False) -> Any:
     """One run; ``one_of_seeds``: a member of a seed group, whose gates and --json are the group's."""
-    from cvtool.engine import checkpoint, run
-
-    ckpt, path = None, None
-    if resume is not None:
-        path, out = run.resume_source(resume, out)
-        ckpt = checkpoint.load(path)
-        if ckpt.get("task") != spec.command:
-            raise InputError(f"checkpoint {path} is from {ckpt.get('task')}, not {spec.command}")
-    cfg = load_config(spec.config, config, overrides, flags, base=ckpt["config"] if ckpt else None)
-    if ckpt is not None:
-        run.check_resumable(cfg, ckpt, path)
+    from cvtool.api import start_training
 
     def on_stop(status: str, run_dir: Optional[Path], exc: BaseException) -> None:
         detail = {"message": str(exc)} if status == "interrupted" else {"error": describe(exc)}
         emit({"status": status, "run_dir": str(run_dir) if run_dir else None, **detail}, as_json)
 
-    result = run.train(spec.command, spec.build, cfg, out=out, argv=["cvtool", *sys.argv[1:]],
-                       stream=sys.stderr if as_json else sys.stdout, resume_from=ckpt, resume_path=path,
-                       on_stop=on_stop, family=spec.family, gates=gates)
+    result, records = start_training(spec.command, config=config, overrides=overrides, out=out, flags=flags,
+                                     resume=resume, argv=["cvtool", *sys.argv[1:]],
+                                     stream=sys.stderr if as_json else sys.stdout, on_stop=on_stop, gates=gates,
+                                     apply_gates=not one_of_seeds)
     if one_of_seeds:
         if result.main:
             report(result, False, [])
         return result
     if result.main:
-        records = gating.check(gates, result.summary["best_row"])
-        if records:
-            from cvtool.engine import rundir
-
-            rundir.update_json(result.run_dir / "summary.json", gates=records)
         report(result, as_json, records)
         gating.enforce(records)
 

@@ -134,16 +134,14 @@ def duplicates(source: Source) -> list[Problem]:
 
 def plot(checked: Checked, path: str | Path) -> Path:
     """The class histogram per split, box centres and box sizes (as shares of their image's side)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: a notebook keeps its matplotlib backend
 
     from cvtool.files import atomic_write
 
     report = checked.report
     classes = report["classes"]
-    fig, (hist, centres, sizes) = plt.subplots(1, 3, figsize=(15, 4.6))
+    fig = Figure(figsize=(15, 4.6))
+    hist, centres, sizes = fig.subplots(1, 3)
     width = 0.8 / max(1, len(report["splits"]))
     for k, (split, stats) in enumerate(report["splits"].items()):
         counts = [stats["objects_per_class"][name] for name in classes]
@@ -163,8 +161,5 @@ def plot(checked: Checked, path: str | Path) -> Path:
     fig.suptitle(f"{report['root']} ({report['format']}): {len(report['problems'])} problem(s)")
     fig.tight_layout()
     path = Path(path)
-    try:
-        atomic_write(path, lambda fh: fig.savefig(fh, dpi=100, format="png"))
-    finally:
-        plt.close(fig)
+    atomic_write(path, lambda fh: fig.savefig(fh, dpi=100, format="png"))
     return path

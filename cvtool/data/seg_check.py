@@ -147,14 +147,12 @@ def check(root: Path, *, fmt: str = "auto", classes: list[str] | None = None) ->
 
 def plot(report: dict, path: Path) -> Path:
     """Each class's share of the labelled pixels, one bar group per class, one bar per split."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: a notebook keeps its matplotlib backend
 
     splits = list(report["splits"])
     names = list(dict.fromkeys(n for s in splits for n in report["splits"][s]["pixel_share"]))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(names) * max(1, len(splits)) + 2), 4), constrained_layout=True)
+    fig = Figure(figsize=(max(6.0, 0.5 * len(names) * max(1, len(splits)) + 2), 4), constrained_layout=True)
+    ax = fig.subplots()
     width = 0.8 / max(1, len(splits))
     for k, split in enumerate(splits):
         share = report["splits"][split]["pixel_share"]
@@ -168,5 +166,4 @@ def plot(report: dict, path: Path) -> Path:
     ax.set_title(f"{report['root']}: pixels per class ({report['format']})", fontsize="medium")
     ax.legend(fontsize="small")
     atomic_write(Path(path), lambda fh: fig.savefig(fh, dpi=80, format="png"))
-    plt.close(fig)
     return Path(path)

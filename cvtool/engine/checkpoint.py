@@ -68,6 +68,14 @@ def mismatch(exc: Exception) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: Path) -> None:
+    """``ckpt``'s weights into ``model``; a checkpoint of another architecture is one clear line."""
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise InputError(f"checkpoint {path} does not fit {ckpt['task']}'s model: {mismatch(exc)}") from None
+
+
 def rng_state() -> dict[str, Any]:
     """This process's generators, laid out as a one-process checkpoint's (see all_rng_states).
 

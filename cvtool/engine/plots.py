@@ -13,13 +13,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import LogFormatter, MaxNLocator  # noqa: E402
-
-from cvtool.files import atomic_write  # noqa: E402
+from cvtool.files import atomic_write
 from cvtool.metrics import family  # noqa: E402
 
 SKIP = {"epoch", "lr", "epoch_seconds", "images_per_second"}
@@ -50,7 +47,8 @@ def curves(rows: list[dict[str, float]], path: Path, best: dict[str, Any] | None
     """One panel per metric family; ``best`` (the summary's {"metric", "epoch", "value"}) is marked."""
     found = groups(rows)
     panels = max(1, len(found))
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels + 0.8, 3.8), constrained_layout=True, squeeze=False)
+    fig = Figure(figsize=(4.2 * panels + 0.8, 3.8), constrained_layout=True)  # no pyplot: a notebook keeps its backend
+    axes = fig.subplots(1, panels, squeeze=False)
     marker = "o" if len(rows) <= MARKERS_UP_TO else None
     epochs = [r["epoch"] for r in rows if "epoch" in r]
     for ax, (name, keys) in zip(axes[0], found.items()):
@@ -79,10 +77,7 @@ def curves(rows: list[dict[str, float]], path: Path, best: dict[str, Any] | None
         ax.legend(fontsize="small")
     if best and best.get("epoch") is not None and best.get("value") is not None:
         fig.suptitle(f"best {best['metric']} = {best['value']:.4g} at epoch {best['epoch']}", fontsize="medium")
-    try:
-        atomic_write(path, lambda fh: fig.savefig(fh, dpi=100, format=path.suffix.lstrip(".") or "png"))
-    finally:
-        plt.close(fig)
+    atomic_write(path, lambda fh: fig.savefig(fh, dpi=100, format=path.suffix.lstrip(".") or "png"))
     return path
 
 

@@ -20,7 +20,16 @@ from rich.text import Text
 
 
 def is_plain(stream: TextIO) -> bool:
-    return bool(os.environ.get("CI")) or not stream.isatty()
+    """Plain lines unless a person watches: a terminal, or a Jupyter notebook (rich draws its live
+    bars there too)."""
+    return bool(os.environ.get("CI")) or not (stream.isatty() or in_notebook())
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (IPython's ZMQ shell; Colab's is one too)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return shell is not None and any(kind.__name__ == "ZMQInteractiveShell" for kind in type(shell).__mro__)
 
 
 def fmt(value: Any) -> str:

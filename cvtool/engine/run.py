@@ -135,20 +135,20 @@ def train(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, *, o
           argv: list[str], stream: TextIO, resume_from: dict[str, Any] | None = None,
           resume_path: Path | None = None,
           on_stop: Callable[[str, Path | None, BaseException], None] | None = None,
-          family: str | None = None, gates: Sequence[metrics.Gate] = ()) -> Result:
+          family: str | None = None, gates: Sequence[metrics.Gate] = (), quiet: bool = False) -> Result:
     """Train ``command``'s task; ``on_stop(status, run_dir, exc)`` hears of an interrupted or
     failed run on the main process before the exception goes on (run_dir None: none yet).
 
     Until the trainer takes over, SIGINT/SIGTERM stop at once (nothing is written yet); from
     then on they stop at the next step (cvtool.engine.runtime.StopFlag). ``family`` (the task's)
     picks ``train.channels_last: auto``; ``gates``' metrics are checked against the task's before
-    training starts (the caller applies them to the result)."""
+    training starts (the caller applies them to the result); ``quiet`` keeps the run from reporting at all."""
     procs = runtime.processes_from_env()
     with runtime.StopFlag(immediate=True) as stop:
         try:
             return start(command, build, cfg, procs, stop, out=out, argv=argv, stream=stream,
                          resume_from=resume_from, resume_path=resume_path, on_stop=on_stop, family=family,
-                         gates=gates)
+                         gates=gates, quiet=quiet)
         except KeyboardInterrupt as exc:
             name = exc.args[0] if isinstance(exc, runtime.Signalled) else "SIGINT"
             error = Interrupted(f"{name} received during start-up, before the first step; no checkpoint "
@@ -162,7 +162,7 @@ def start(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, proc
           stop: runtime.StopFlag, *, out: str | None, argv: list[str], stream: TextIO,
           resume_from: dict[str, Any] | None, resume_path: Path | None,
           on_stop: Callable[[str, Path | None, BaseException], None] | None, family: str | None,
-          gates: Sequence[metrics.Gate]) -> Result:
+          gates: Sequence[metrics.Gate], quiet: bool = False) -> Result:
     dev = runtime.select_device(cfg.train.device, procs.local_rank, world=procs.world)
     cfg.train.channels_last = placement.channels_last_for(cfg.train.channels_last, dev, family)
     policy = thread_policy(cfg, procs)
@@ -179,7 +179,7 @@ def start(command: str, build: Callable[..., Task], cfg: cfglib.TaskConfig, proc
             rundir.check_out(path, resuming, reuse=True)
         run_dir = runtime.broadcast(held.run_dir if held else None)
         runtime.seed_everything(cfg.train.seed)
-        reporter = Reporter(stream, quiet=not procs.main)
+        reporter = Reporter(stream, quiet=quiet or not procs.main)
         task = build_once(build, cfg, procs)
         runtime.seed_everything(cfg.train.seed + procs.rank)
         run = Run(run_dir=run_dir, device=dev, argv=argv, resume_from=resume_from, resume_path=resume_path,

@@ -344,7 +344,7 @@ class Trainer:
         where = (f"at step {self.step_in_epoch} of epoch {self.epoch + 1}" if self.step_in_epoch
                  else f"after epoch {self.epoch}")
         again = shlex.join(["cvtool", self.task.name, "--resume", "--out", str(self.run.run_dir)])
-        raise Interrupted(f"{name} received: saved {path} {where}; continue with: {again}")
+        raise Interrupted(f"{name} received: saved {path} {where}; continue with: {again}", resume=again)
 
     # ------------------------------------------------------------------ end
 

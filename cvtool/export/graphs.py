@@ -19,13 +19,13 @@ from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.ops import nms
 
 from cvtool.errors import InputError
-from cvtool.ops.boxes import offset_inverse
+from cvtool.ops.boxes import decode_boxes
 from cvtool.tasks.registry import TaskSpec
 
 EXPORTABLE = ("classify", "detect", "segment", "style")  # registry families with a network to export
-# NMS sees boxes clipped to this many image sizes around the image, so that one wild box
-# cannot stretch the class offsets (and cost every other box its float32 precision).
-NMS_REACH = 8
+# Boxes are clipped to the image ([0, 1]); shifting each (image, class) group this far apart
+# keeps groups from overlapping, so one NMS call suppresses within groups only.
+GROUP_STRIDE = 2
 
 
 class Normalize(nn.Module):
@@ -79,8 +79,8 @@ class Detector(nn.Module):
 
     The decoding and per-class NMS of cvtool.ops.boxes.multibox_detection, written with
     ops the ONNX exporter translates: ``torchvision.ops.nms`` over boxes shifted apart per
-    image and class (batched_nms' own trick, which it picks data-dependently; boxes are
-    clipped to NMS_REACH for it) and ``topk`` for the order.
+    image and class (batched_nms' own trick, which it picks data-dependently) and ``topk`` for
+    the order. Boxes are clipped to the image (cvtool.ops.boxes.decode_boxes).
     Kept detections come first by descending score; the rest have label -1.
     """
 
@@ -96,11 +96,11 @@ class Detector(nn.Module):
         _, cls_preds, bbox_preds = self.net(self.norm(images))
         probs = F.softmax(cls_preds.float(), dim=2)
         batch, count, classes = probs.shape
-        boxes = offset_inverse(self.anchors, bbox_preds.float().reshape(batch, count, 4))
+        boxes = decode_boxes(self.anchors, bbox_preds.float().reshape(batch, count, 4))
         score, label = probs[..., 1:].max(dim=2)
         b, a = (score >= self.min_score).nonzero(as_tuple=True)
         group = (b * classes + label[b, a]).to(boxes.dtype)
-        spread = boxes[b, a].clamp(-NMS_REACH, NMS_REACH + 1) + (group * (2 * NMS_REACH + 2))[:, None]
+        spread = boxes[b, a] + (group * GROUP_STRIDE)[:, None]
         keep = nms(spread, score[b, a], self.nms_threshold)
         kept = torch.zeros_like(score, dtype=torch.bool)
         kept[b[keep], a[keep]] = True
@@ -221,7 +221,7 @@ def _detector(spec: TaskSpec, net: nn.Module, traced: nn.Module, norm: Normalize
     count = module.anchors.shape[1]  # one row per anchor: the graph's output size is fixed
     outputs = [
         {"name": "boxes", "dtype": "float32", "shape": ["batch", count, 4],
-         "meaning": "x1, y1, x2, y2 in pixels of the input image; kept detections first, best first"},
+         "meaning": "x1, y1, x2, y2 in pixels of the input image, clipped to it; kept detections first, best first"},
         {"name": "scores", "dtype": "float32", "shape": ["batch", count],
          "meaning": "probability of the box's best object class"},
         {"name": "labels", "dtype": "int64", "shape": ["batch", count],

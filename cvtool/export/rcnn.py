@@ -67,7 +67,7 @@ def build(spec: TaskSpec, net: GeneralizedRCNN, cfg: Any, classes: list[str], si
     std = [float(v) for v in net.transform.image_std]
     outputs = [
         {"name": "boxes", "dtype": "float32", "shape": ["batch", rows, 4],
-         "meaning": "x1, y1, x2, y2 in pixels of the input image; detections first, best first, then zeros"},
+         "meaning": "x1, y1, x2, y2 in pixels of the input image, clipped to it; detections first, best first, then zeros"},
         {"name": "scores", "dtype": "float32", "shape": ["batch", rows],
          "meaning": "the detection's class score (0 on padding rows)"},
         {"name": "labels", "dtype": "int64", "shape": ["batch", rows],

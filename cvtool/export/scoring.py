@@ -19,6 +19,7 @@ from cvtool.engine.task import Task
 from cvtool.errors import InputError
 from cvtool.export import predict
 from cvtool.export import runtime as export_runtime
+from cvtool.resolve import Overrides, split_overrides
 from cvtool.tasks import registry
 from cvtool.tasks.registry import TaskSpec
 
@@ -30,13 +31,14 @@ NOT_SCORED = {
 }
 
 
-def build_task(spec: TaskSpec, base: dict[str, Any], overrides: list[str], device: str | None,
+def build_task(spec: TaskSpec, base: dict[str, Any], overrides: Overrides, device: str | None,
                classes: list[Any] | None, where: Path) -> tuple[Task, Any]:
     """The task's validation side, configured as ``cvtool eval`` configures it."""
     if spec.build is None:
         raise InputError(f"{where} is from {spec.command}, which has no validation set")
-    values = {**spec.eval_settings, **({"train.device": device} if device is not None else {})}
-    cfg = cfglib.load(spec.config, None, overrides, values=values, base=base)
+    sets, typed = split_overrides(overrides)  # --set texts, or the API's {"data.root": DIR}
+    values = {**typed, **spec.eval_settings, **({"train.device": device} if device is not None else {})}
+    cfg = cfglib.load(spec.config, None, sets, values=values, base=base)
     dev = runtime.select_device(cfg.train.device)
     cfg.train.channels_last = placement.channels_last_for(cfg.train.channels_last, dev, spec.family)
     threads.start(cfg.train.threads, cfg.data.num_workers)
@@ -58,7 +60,7 @@ def few(names: list[Any], shown: int = 4) -> str:
     return f"{len(names)}: {head}, ..." if len(names) > shown else head
 
 
-def score(path: Path, overrides: list[str], device: str | None = None, out: Path | None = None,
+def score(path: Path, overrides: Overrides, device: str | None = None, out: Path | None = None,
           counts: bool = False) -> dict[str, Any]:
     """``cvtool eval``'s result for a checkpoint or an exported model (.onnx, .torchscript), with
     its confusion matrix or PR curves drawn into ``out`` (by default the checkpoint's run
@@ -77,7 +79,7 @@ def run_dir_of(path: Path) -> Path:
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
-def score_checkpoint(path: Path, overrides: list[str], device: str | None = None,
+def score_checkpoint(path: Path, overrides: Overrides, device: str | None = None,
                      details: dict[str, Any] | None = None) -> dict[str, Any]:
     ckpt = checkpoint.load(path)
     spec = registry.get(ckpt["task"])
@@ -89,7 +91,7 @@ def score_checkpoint(path: Path, overrides: list[str], device: str | None = None
     return _result(spec, path, ckpt.get("epoch"), task, dev, evaluation.score(task, dev, details=details))
 
 
-def score_export(path: Path, overrides: list[str], device: str | None = None,
+def score_export(path: Path, overrides: Overrides, device: str | None = None,
                  details: dict[str, Any] | None = None) -> dict[str, Any]:
     """The export in place of the network; one image a batch where the graph or its adapter needs it."""
     meta = export_runtime.read_meta(path)

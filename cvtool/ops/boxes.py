@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torchvision.ops import batched_nms, box_convert
+from torchvision.ops import batched_nms, box_convert, clip_boxes_to_image
 from torchvision.ops import box_iou as _tv_box_iou
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "assign_anchor_to_bbox",
     "offset_boxes",
     "offset_inverse",
+    "decode_boxes",
     "multibox_target",
     "multibox_detection",
 ]
@@ -131,6 +132,15 @@ def offset_inverse(anchors: torch.Tensor, offset_preds: torch.Tensor) -> torch.T
     return box_center_to_corner(torch.cat((xy, wh), dim=-1))
 
 
+def decode_boxes(anchors: torch.Tensor, offset_preds: torch.Tensor) -> torch.Tensor:
+    """Predicted corner boxes clipped to the image, before NMS as torchvision's detectors do.
+
+    The one place detections are clipped: ``cvtool predict``, the Python API, the pictures,
+    evaluation and the exported graphs all decode through here, so no box runs outside its image.
+    """
+    return clip_boxes_to_image(offset_inverse(anchors, offset_preds), (1, 1))
+
+
 def multibox_target(anchors: torch.Tensor, labels: torch.Tensor,
                     iou_threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Training targets for anchors (1, A, 4) from labels (B, max_objects, 5).
@@ -164,8 +174,7 @@ def multibox_detection(cls_probs: torch.Tensor, offset_preds: torch.Tensor, anch
     """
     cls_probs = cls_probs.float()
     batch, num_cls, num_anchors = cls_probs.shape
-    boxes = offset_inverse(anchors.reshape(1, -1, 4).float(),
-                           offset_preds.float().reshape(batch, num_anchors, 4))
+    boxes = decode_boxes(anchors.reshape(1, -1, 4).float(), offset_preds.float().reshape(batch, num_anchors, 4))
     score, cls = cls_probs[:, 1:, :].max(dim=1)  # (B, A)
     b, a = (score >= pos_threshold).nonzero(as_tuple=True)
     keep = batched_nms(boxes[b, a], score[b, a], b * num_cls + cls[b, a], nms_threshold)

@@ -245,15 +245,12 @@ def make_pictures(detector: Detector, samples: Samples, classes: list[str], thre
 
 def titled_grid(grid: torch.Tensor, threshold: float, path: Path) -> Path:
     """The tiles under a title that states the draw threshold and a legend of the colours."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: a notebook training this keeps its backend
     from matplotlib.patches import Patch
 
     height, width = grid.shape[-2:]
     dpi = 100
-    fig = plt.figure(figsize=(width / dpi, height / dpi + 0.9), dpi=dpi)
+    fig = Figure(figsize=(width / dpi, height / dpi + 0.9), dpi=dpi)
     ax = fig.add_axes((0, 0, 1, height / (height + 0.9 * dpi)))
     ax.imshow(grid.permute(1, 2, 0).numpy())
     ax.set_axis_off()
@@ -265,10 +262,7 @@ def titled_grid(grid: torch.Tensor, threshold: float, path: Path) -> Path:
                     label="best prediction below it (faded; on tiles with none above)")]
     fig.legend(handles=legend, loc="upper center", ncol=3, frameon=False,
                bbox_to_anchor=(0.5, 1 - 0.5 / (height / dpi + 0.9)), fontsize="medium")
-    try:
-        atomic_write(path, lambda fh: fig.savefig(fh, dpi=dpi, format="png"))
-    finally:
-        plt.close(fig)
+    atomic_write(path, lambda fh: fig.savefig(fh, dpi=dpi, format="png"))
     return path
 
 

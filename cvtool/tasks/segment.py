@@ -135,14 +135,12 @@ def overlay(image: torch.Tensor, mask: torch.Tensor, labels: Labels, alpha: floa
 def prediction_grid(model: nn.Module, samples: list[tuple[torch.Tensor, torch.Tensor]], labels: Labels,
                     forward: Forward, device: torch.device, path: Path) -> Path:
     """image | truth | prediction, one row per sample, with a legend of the classes shown."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: a notebook training this keeps its backend
     from matplotlib.patches import Patch
 
     rows = len(samples)
-    fig, axes = plt.subplots(rows, 3, figsize=(11, 2.8 * rows), squeeze=False, constrained_layout=True)
+    fig = Figure(figsize=(11, 2.8 * rows), constrained_layout=True)
+    axes = fig.subplots(rows, 3, squeeze=False)
     truth_title = f"truth (void = {labels.void_colour})" if labels.void_colour else "truth"
     for r, (image, truth) in enumerate(samples):
         pred = segment(model, image, device, forward)
@@ -156,7 +154,6 @@ def prediction_grid(model: nn.Module, samples: list[tuple[torch.Tensor, torch.Te
         legend = [Patch(color=labels.palette[k] / 255, label=labels.names[k]) for k in shown if k < len(labels.names)]
         axes[r][2].legend(handles=legend, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
     atomic_write(path, lambda fh: fig.savefig(fh, dpi=80, format="png"))
-    plt.close(fig)
     return path
 
 
