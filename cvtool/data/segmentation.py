@@ -72,10 +72,10 @@ def voc_root(root: Path) -> Path:
     return years[0]
 
 
-def read_ids(list_file: Path) -> list[tuple[int, str]]:
-    """(line number, id) for each non-empty line."""
+def read_ids(list_file: Path, layout: str = VOC_LAYOUT) -> list[tuple[int, str]]:
+    """(line number, id) for each non-empty line of a VOC ImageSets list (detection's too)."""
     if not list_file.is_file():
-        raise InputError(f"{list_file} is missing: expected {VOC_LAYOUT}")
+        raise InputError(f"{list_file} is missing: expected {layout}")
     lines = list_file.read_text(encoding="utf-8", errors="replace").splitlines()
     ids = [(n, line.split()[0]) for n, line in enumerate(lines, 1) if line.strip()]
     if not ids:

@@ -26,6 +26,7 @@ from cvtool.data import voc
 from cvtool.data.box_dataset import Augment, BoxDataset
 from cvtool.data.images import header_size, load_rgb, read_or_skip
 from cvtool.data.records import Issues, Record
+from cvtool.data.segmentation import read_ids
 from cvtool.errors import InputError
 
 CLASSES: tuple[str, ...] = voc.CLASSES[1:]
@@ -169,17 +170,6 @@ def check_boxes(ann: VOCAnnotation, width: int, height: int) -> None:
                              f"outside the {width}x{height} image")
 
 
-def read_ids(list_file: Path) -> list[tuple[int, str]]:
-    """(line number, id) for each non-empty line of an ImageSets/Main list."""
-    if not list_file.is_file():
-        raise InputError(f"{list_file} is missing: expected {LAYOUT}")
-    lines = list_file.read_text(encoding="utf-8", errors="replace").splitlines()
-    ids = [(n, line.split()[0]) for n, line in enumerate(lines, 1) if line.strip()]
-    if not ids:
-        raise InputError(f"{list_file} lists no image ids")
-    return ids
-
-
 @dataclass
 class Split:
     """One split's checked annotations, in list order; ``skipped`` counts unreadable images left out."""
@@ -203,7 +193,7 @@ def read_split(root: str | Path, split: str, classes: Sequence[str] | None = CLA
     base = voc_root(root)
     list_file = base / "ImageSets" / "Main" / f"{split}.txt"
     out = Split([], [], [], [])
-    for line, name in read_ids(list_file):
+    for line, name in read_ids(list_file, LAYOUT):
         try:
             found = _read_id(base, list_file, line, name, classes, skip)
         except InputError as exc:
