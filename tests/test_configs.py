@@ -28,7 +28,7 @@ def test_config_validates(path):
     c.load(registry.get(task_of(path.stem)).config, path)
 
 
-# Defaults that differ from the book on purpose (README: "Training recipes"); the book
+# Defaults that differ from the book on purpose (docs/training.md: recipes); the book
 # configs set them back.
 NOT_THE_BOOK = ["optim.decay_norm_and_bias=true"]
 

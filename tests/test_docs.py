@@ -1,6 +1,8 @@
 """The docs cannot drift: every ``cvtool ...`` line in README.md and docs/ names a real command and
 only options it takes, every ``--set KEY=`` key exists, every relative link and anchor resolves,
-every section of measured figures says when and on what, and the blocks marked runnable run."""
+every section of measured figures says when and on what, and the blocks marked runnable run.
+And they stay findable: a short README that links each command's page, pages that say what they
+cover in their first lines."""
 
 from __future__ import annotations
 
@@ -20,6 +22,10 @@ FIGURES = re.compile(r"speed|benchmark|start-?up|timing|how fast", re.I)
 DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b")
 MACHINE = re.compile(r"Xeon|EPYC|Ryzen|Core i\d|Apple M\d|H100|H200|A100|L4\b|T4\b|RTX|GPU|CPU", re.I)
 SET = ("--set", "-s")
+README = docs_lines.ROOT / "README.md"
+README_MAX_LINES = 250
+PROSE = re.compile(r"^(?!```|~~~|\||#|[-*] |!\[|<|\d+\. )\S")
+SENTENCE_END = re.compile(r"[.:](\s|$)")
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +172,66 @@ def test_runnable_blocks_run(block, tmp_path, monkeypatch, capsys):
     for line in block:
         code = main(list(line.words[1:]))
         assert code == 0, f"{line.where}\n{capsys.readouterr().err}"
+
+
+def test_readme_stays_short():
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines: move reference into docs/"
+
+
+def own_commands(app) -> list[str]:
+    """The top-level commands that need a page: cvtool's own, not a plugin's or an unbuilt entry point's."""
+    foreign = {s.command for s in registry.specs() if not s.config.__module__.startswith("cvtool.")}
+    return sorted(name for name, command in app.commands.items()
+                  if name not in foreign and command.help != "(not built yet)")
+
+
+def test_readme_links_each_command_page_and_the_index(app):
+    """A newcomer finds each command's page in one click from the README."""
+    linked = {target.partition("#")[0] for _, target in docs_lines.links(README)}
+    wanted = {"docs/README.md", *(f"docs/commands/{name}.md" for name in own_commands(app))}
+    assert not wanted - linked, f"README.md does not link {sorted(wanted - linked)}"
+
+
+def test_every_command_page_names_a_command(app):
+    pages = {path.stem for path in (docs_lines.ROOT / "docs" / "commands").glob("*.md")}
+    assert pages == set(own_commands(app)), "docs/commands/ pages and commands differ"
+
+
+def test_the_index_links_every_page():
+    index = docs_lines.ROOT / "docs" / "README.md"
+    linked = {(index.parent / target.partition("#")[0]).resolve() for _, target in docs_lines.links(index)}
+    missing = [str(p.relative_to(docs_lines.ROOT)) for p in docs_lines.documents()[1:] if p != index and p not in linked]
+    assert not missing, f"docs/README.md does not link {missing}"
+
+
+def opening_problem(path: Path) -> str | None:
+    """A page starts with its title, a blank line, then prose whose first sentence ends within three lines."""
+    lines = path.read_text(encoding="utf-8").splitlines() + ["", "", ""]
+    if not re.match(r"# \S", lines[0]) or lines[1].strip():
+        return f"{path.name}: no '# Title' line followed by a blank line"
+    paragraph = []
+    for line in lines[2:]:
+        if not line.strip():
+            break
+        paragraph.append(line)
+    if not paragraph or not PROSE.match(paragraph[0]):
+        return f"{path.name}: the title is not followed by a summary in prose"
+    if not SENTENCE_END.search(" ".join(paragraph[:3])):
+        return f"{path.name}: the summary's first sentence runs past three lines"
+    return None
+
+
+@pytest.mark.parametrize("path", docs_lines.documents(), ids=lambda p: str(p.relative_to(docs_lines.ROOT)))
+def test_pages_start_with_a_title_and_a_summary(path):
+    assert opening_problem(path) is None, opening_problem(path)
+
+
+def test_a_page_without_a_summary_is_caught(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Page\n\n```bash\ncvtool runs\n```\n")
+    assert opening_problem(page) == "page.md: the title is not followed by a summary in prose"
+    page.write_text("# Page\n\n" + "a summary that goes on\n" * 4 + "and ends.\n")
+    assert opening_problem(page) == "page.md: the summary's first sentence runs past three lines"
+    page.write_text("# Page\n\nWhat this page covers, in a line or two.\n\n## More\n")
+    assert opening_problem(page) is None
