@@ -22,7 +22,7 @@ def conv(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
 class InstanceNorm(nn.InstanceNorm2d):
     """Instance norm that keeps a channels_last picture in place at inference: for one picture it is
     batch norm over that picture, while torch's instance_norm copies a channels_last input to NCHW
-    and back (half the network's time in bf16 at 854x480). Same parameters, same numbers. Training
+    and back (40% of the network's time in bf16 at 854x480). Same parameters, same numbers. Training
     and exports (never under inference_mode) take torch's own, so an export's graph is unchanged."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
