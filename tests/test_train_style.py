@@ -161,7 +161,8 @@ def test_inference_takes_the_channels_last_norm_with_the_same_numbers():
 
 
 @pytest.mark.parametrize("amp,native,dtype", [("auto", True, torch.bfloat16), ("auto", False, torch.float32),
-                                              ("off", True, torch.float32), ("bf16", False, torch.bfloat16)])
+                                              ("off", True, torch.float32), ("bf16", False, torch.bfloat16),
+                                              ("fp16", True, torch.bfloat16), ("fp16", False, torch.float32)])
 def test_predict_runs_the_network_in_the_checkpoints_train_amp(monkeypatch, amp, native, dtype):
     from cvtool.engine import runtime
 

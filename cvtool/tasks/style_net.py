@@ -225,10 +225,12 @@ class Inference:
 def inference_net(model: nn.Module, cfg: Config, device: torch.device) -> Inference:
     """A copy of the network in ``train.amp``'s precision as a whole (auto: bf16 on CPUs with native
     bf16, where oneDNN runs the convolutions on AMX; autocast would put every reflection padding
-    back in fp32), channels_last; the caller's model is untouched. An export runs as exported."""
+    back in fp32), channels_last; the caller's model is untouched. A network trained in fp16 on a
+    GPU runs in ``auto``'s precision on the CPU. An export runs as exported."""
     if not isinstance(model, TransformerNet):
         return Inference(model.eval())
-    dtype = runtime.amp_dtype(device, cfg.train.amp) or torch.float32
+    amp = "auto" if cfg.train.amp == "fp16" and device.type == "cpu" else cfg.train.amp  # fp16 was a GPU's choice
+    dtype = runtime.amp_dtype(device, amp) or torch.float32
     layout = torch.channels_last
     return Inference(copy.deepcopy(model).to(dtype=dtype, memory_format=layout).eval(), dtype, layout)
 
