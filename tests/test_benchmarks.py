@@ -141,3 +141,5 @@ def test_style_speed_benchmark_times_both_ways_and_a_video(tmp_path):
     image, clip = record["image"], record["video"]
     assert image["forward_s"] > 0 and image["stylize_step_s"] > 0 and image["stylize_steps"] == 500
     assert clip["frames"] == 9 and clip["frames_per_second"] > 0
+    assert all(clip["stages"][k] > 0 for k in ("decode_s", "network_s", "encode_s")) and image["forward_fp32_s"] > 0
+    assert {(row["width"], row["amp"]) for row in record["widths"]} == {(w, a) for w in (1.0, 0.5, 0.25) for a in ("auto", "off")}

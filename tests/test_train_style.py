@@ -129,7 +129,59 @@ def test_export_gives_the_networks_pictures(trained, synth, cli, tmp_path, fmt):
     photo = sorted((synth / "content" / "a").iterdir())[0]
     code, out, err = cli("predict", "--checkpoint", result["model"], photo, "--out", tmp_path / "p", "--json")
     assert code == 0, err
-    exported = torch.from_numpy(np.asarray(Image.open(json.loads(out)[0]["styled"]))).float()
-    code, out, _ = cli("predict", "--checkpoint", trained, photo, "--out", tmp_path / "q", "--json")
-    direct = torch.from_numpy(np.asarray(Image.open(json.loads(out)[0]["styled"]))).float()
+    exported = torch.from_numpy(np.array(Image.open(json.loads(out)[0]["styled"]))).permute(2, 0, 1).float()
+    net, cfg = fp32_network(trained)  # the export is fp32; predict may run the checkpoint in bf16
+    pixels = torch.from_numpy(np.array(Image.open(photo).convert("RGB"))).permute(2, 0, 1)[None]
+    direct = style_net.stylise_pixels(style_net.inference_net(net, cfg, torch.device("cpu")), pixels,
+                                      torch.device("cpu"))[0].float()
     assert (exported - direct).abs().max() <= 1  # a rounding step at most
+
+
+def fp32_network(path: Path) -> tuple[TransformerNet, style_net.Config]:
+    """The checkpoint's network and its config with train.amp off."""
+    ckpt = torch.load(path, weights_only=True)
+    cfg = c.from_dict(style_net.Config, ckpt["config"])
+    cfg.train.amp = "off"
+    net = style_net.build_model(cfg)
+    net.load_state_dict(ckpt["model"])
+    return net.eval(), cfg
+
+
+def test_inference_takes_the_channels_last_norm_with_the_same_numbers():
+    torch.manual_seed(0)
+    net = TransformerNet(0.125, 1).eval()
+    x = torch.rand(1, 3, 33, 47)
+    with torch.no_grad():
+        plain = net(x)
+    fast = net.to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        got = fast(x.contiguous(memory_format=torch.channels_last))
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert (got - plain).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("amp,native,dtype", [("auto", True, torch.bfloat16), ("auto", False, torch.float32),
+                                              ("off", True, torch.float32), ("bf16", False, torch.bfloat16),
+                                              ("fp16", True, torch.bfloat16), ("fp16", False, torch.float32)])
+def test_predict_runs_the_network_in_the_checkpoints_train_amp(monkeypatch, amp, native, dtype):
+    from cvtool.engine import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    cfg = c.load(style_net.Config, None, ["model.width=0.125", "model.residual_blocks=1", f"train.amp={amp}"])
+    model = style_net.build_model(cfg)
+    run = style_net.inference_net(model, cfg, torch.device("cpu"))
+    assert run.dtype == dtype and next(run.net.parameters()).dtype == dtype
+    assert next(model.parameters()).dtype == torch.float32  # the caller's network is untouched
+
+
+def test_bf16_pictures_stay_within_a_few_levels_of_fp32(trained, synth):
+    net, cfg = fp32_network(trained)
+    cpu = torch.device("cpu")
+    photo = sorted((synth / "content" / "a").iterdir())[0]
+    pixels = torch.from_numpy(np.array(Image.open(photo).convert("RGB"))).permute(2, 0, 1)[None]
+    fp32 = style_net.stylise_pixels(style_net.inference_net(net, cfg, cpu), pixels, cpu).float()
+    cfg.train.amp = "bf16"
+    bf16 = style_net.stylise_pixels(style_net.inference_net(net, cfg, cpu), pixels, cpu).float()
+    assert bf16.shape == fp32.shape == pixels.shape
+    diff = (bf16 - fp32).abs()
+    assert diff.mean() < 1.5 and diff.max() <= 16, (diff.mean(), diff.max())

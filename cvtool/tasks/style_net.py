@@ -12,6 +12,7 @@ fixed set of held-out photos is scored and drawn every epoch.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from torchvision.utils import make_grid
 from cvtool import config as c
 from cvtool.data import photos
 from cvtool.data.video import Frame, pixels_of
+from cvtool.engine import runtime
 from cvtool.engine.task import StepOutput, Task
 from cvtool.errors import InputError
 from cvtool.models import vgg
@@ -160,7 +162,7 @@ def stylise(model: nn.Module, pixels: torch.Tensor, preserve_color: bool = False
 
 
 def as_uint8(pixels: torch.Tensor) -> torch.Tensor:
-    return pixels.mul(255).round().clamp(0, 255).to(torch.uint8).cpu()
+    return pixels.mul(255).round_().clamp_(0, 255).to(torch.uint8).cpu()
 
 
 def make_grid_of(val: photos.Photos, style: torch.Tensor, count: int = PICTURES):
@@ -211,19 +213,52 @@ def build(cfg: Config, rank_zero: bool = True) -> Task:
 # --------------------------------------------------------------------------- predict
 
 
+@dataclass
+class Inference:
+    """The network as predict runs it, and the dtype and memory format of its input."""
+
+    net: nn.Module
+    dtype: torch.dtype = torch.float32
+    layout: torch.memory_format = torch.contiguous_format
+
+
+def inference_net(model: nn.Module, cfg: Config, device: torch.device) -> Inference:
+    """A copy of the network in ``train.amp``'s precision as a whole (auto: bf16 on CPUs with native
+    bf16, where oneDNN runs the convolutions on AMX; autocast would put every reflection padding
+    back in fp32), channels_last; the caller's model is untouched. A network trained in fp16 on a
+    GPU runs in ``auto``'s precision on the CPU. An export runs as exported."""
+    if not isinstance(model, TransformerNet):
+        return Inference(model.eval())
+    amp = "auto" if cfg.train.amp == "fp16" and device.type == "cpu" else cfg.train.amp  # fp16 was a GPU's choice
+    dtype = runtime.amp_dtype(device, amp) or torch.float32
+    layout = torch.channels_last
+    return Inference(copy.deepcopy(model).to(dtype=dtype, memory_format=layout).eval(), dtype, layout)
+
+
+def stylise_pixels(run: Inference, pixels: torch.Tensor, device: torch.device,
+                   preserve_color: bool = False) -> torch.Tensor:
+    """uint8 (B, 3, H, W) pictures to their uint8 stylisations, one at a time (InstanceNorm's fast
+    channels_last path is for one picture, and one picture's tensors stay small)."""
+    styled = []
+    with torch.inference_mode():
+        for picture in pixels:
+            x = picture[None].to(device).float().div_(255)
+            y = run.net(x.to(run.dtype).contiguous(memory_format=run.layout)).float().clamp_(0, 1)
+            styled.append(as_uint8(with_chroma(y, x) if preserve_color else y)[0])
+    return torch.stack(styled)
+
+
 def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list[Any],
             device: torch.device, options: dict[str, Any]) -> list[dict[str, Any]]:
     """Each image stylised at its own size, written as ``<stem>_styled.png`` into options["out"].
 
-    Decoded video frames (cvtool.data.video.Frame) go through in one batch and come back as
+    Decoded video frames (cvtool.data.video.Frame) go through in one call and come back as
     pictures (``picture``, uint8 (3, H, W)) instead of files.
     """
     keep = bool(options.get("preserve_color"))
-    model.eval()
+    run = inference_net(model, cfg, device)
     if paths and all(isinstance(p, Frame) for p in paths):
-        x = torch.stack([p.pixels for p in paths]).to(device).float() / 255
-        with torch.no_grad():
-            styled = as_uint8(stylise(model, x, keep))
+        styled = stylise_pixels(run, torch.stack([p.pixels for p in paths]), device, keep)
         return [{"image": str(p), "picture": s} for p, s in zip(paths, styled)]
     if options.get("out") is None:
         raise InputError(f"{SPEC.command} predict writes stylised pictures: give an output folder with --out DIR")
@@ -232,9 +267,7 @@ def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for path, planned in zip(paths, files):
-        x = pixels_of(path)[None].to(device).float() / 255
-        with torch.no_grad():
-            styled = as_uint8(stylise(model, x, keep))[0]
+        styled = stylise_pixels(run, pixels_of(path)[None], device, keep)[0]
         outputs.save_png(planned["styled"], styled)
         results.append({"image": str(path), "styled": str(planned["styled"]), "size": list(styled.shape[-2:])})
     return results
