@@ -141,3 +141,11 @@ def test_style_speed_benchmark_times_both_ways_and_a_video(tmp_path):
     image, clip = record["image"], record["video"]
     assert image["forward_s"] > 0 and image["stylize_step_s"] > 0 and image["stylize_steps"] == 500
     assert clip["frames"] == 9 and clip["frames_per_second"] > 0
+
+
+def test_startup_benchmark_times_both_trees(tmp_path):
+    record = quick("startup.py", tmp_path, "--baseline", REPO)
+    assert set(record["trees"]) == {"before", "after"} and len(record["table"]) == 2 + 2
+    assert all(len(values) == 1 and values[0] > 0 for values in record["seconds"].values())
+    assert record["imports_torch"] == {f"{tree} {args}": False for tree in ("before", "after")
+                                       for args in ("--version", "--help")}

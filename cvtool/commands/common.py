@@ -24,6 +24,22 @@ FAIL_OVER = typer.Option([], "--fail-over", metavar="METRIC=VALUE",
                          help="Exit 4 if METRIC is over VALUE, for losses and errors (repeatable), e.g. val_loss=0.5.")
 
 
+def load_torch() -> None:
+    """Importing torch takes seconds: on a terminal, say so while the commands that need it load it."""
+    if "torch" in sys.modules:
+        return
+    note = sys.stderr.isatty()
+    if note:
+        sys.stderr.write("cvtool: loading torch...\r")
+        sys.stderr.flush()
+    try:
+        import torch  # noqa: F401 - imported for the note's sake; the command uses it next
+    finally:
+        if note:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
 def emit(result: Any, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json_text(result) + "\n")
