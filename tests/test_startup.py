@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = {"torch", "torchvision"}
 TASKS = [spec.command for spec in registry.specs()]
 GROUPS = ["predict", "eval", "export", "benchmark", "config", "data", "runs", "compare"]
-SUBCOMMANDS = [["config", "show"], ["config", "validate"], *(["data", s] for s in ("fetch", "synth", "check", "convert"))]
+SUBCOMMANDS = [["config", "show"], ["config", "validate"],
+               *(["data", s] for s in ("fetch", "synth", "check", "convert"))]
 HELP = [["--help"], *([c, "--help"] for c in [*TASKS, *GROUPS]), *([*s, "--help"] for s in SUBCOMMANDS)]
 COMPLETION = {  # shell: (what its script sets, a word the answer holds)
     "bash": ({"_CVTOOL_COMPLETE": "complete_bash", "COMP_WORDS": "cvtool train-", "COMP_CWORD": "1"}, "train-ssd"),

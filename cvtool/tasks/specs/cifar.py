@@ -1,4 +1,4 @@
-"""train-cifar's declaration: its config schema (the book's CIFAR-10 settings) and options; the code is cvtool.tasks.cifar."""
+"""train-cifar: its config and spec, without torch; its code is cvtool.tasks.cifar."""
 
 from __future__ import annotations
 

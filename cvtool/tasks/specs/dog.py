@@ -1,4 +1,4 @@
-"""train-dog's declaration: its config schema (the book's dog-breed settings) and options; the code is cvtool.tasks.dog."""
+"""train-dog: its config and spec, without torch; its code is cvtool.tasks.dog."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""train-fcn's declaration: its config schema (the book's FCN settings) and options; the code is cvtool.tasks.fcn."""
+"""train-fcn: its config and spec, without torch; its code is cvtool.tasks.fcn."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""finetune-hotdog's declaration: its config schema (the book's fine-tuning settings) and options; the code is cvtool.tasks.hotdog."""
+"""finetune-hotdog: its config and spec, without torch; its code is cvtool.tasks.hotdog."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""train-rcnn's declaration: its config schema and options; the code is cvtool.tasks.rcnn."""
+"""train-rcnn: its config and spec, without torch; its code is cvtool.tasks.rcnn."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""train-ssd's declaration: its config schema (the book's TinySSD settings) and options; the code is cvtool.tasks.ssd."""
+"""train-ssd: its config and spec, without torch; its code is cvtool.tasks.ssd."""
 
 from __future__ import annotations
 

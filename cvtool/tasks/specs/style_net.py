@@ -1,4 +1,4 @@
-"""train-style's declaration: its config schema and options; the code is cvtool.tasks.style_net."""
+"""train-style: its config and spec, without torch; its code is cvtool.tasks.style_net."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""stylize's declaration: its config schema (the book's style-transfer settings); the code is cvtool.tasks.stylize."""
+"""stylize: its config and spec (it has no training loop), without torch; its code is cvtool.tasks.stylize."""
 
 from __future__ import annotations
 
