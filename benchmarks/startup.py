@@ -46,10 +46,10 @@ def imports_torch(tree: Path, args: list[str], cwd: Path) -> bool:
     return any(line.rsplit("|", 1)[-1].strip() == "torch" for line in stderr.splitlines())
 
 
-def check_tree(tree: Path) -> None:
+def check_tree(tree: Path, cwd: Path) -> None:
     """The interpreter must import cvtool from ``tree``, not from an installed copy."""
     found = subprocess.run([sys.executable, "-c", "import cvtool; print(cvtool.__file__)"], env=environment(tree),
-                           capture_output=True, text=True, check=True).stdout.strip()
+                           cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
     if not Path(found).resolve().is_relative_to(tree.resolve()):
         sys.exit(f"PYTHONPATH={tree} imports cvtool from {found}: not that tree")
 
@@ -72,7 +72,8 @@ def table(commands: list[list[str]], trees: dict[str, Path], times: dict[str, li
     head += " | ratio |" if len(names) == 2 else " |"
     lines = [head, "|---" * (1 + 2 * len(names) + (len(names) == 2)) + "|"]
     for args in commands:
-        label = "cvtool " + " ".join("DIR" if a == "runs" and i else a for i, a in enumerate(args))
+        label = ("a typo, `trian-ssd`" if args == ["trian-ssd"] else
+                 "`cvtool " + " ".join("DIR" if a == "runs" and i else a for i, a in enumerate(args)) + "`")
         cells = []
         for name in names:
             values = times[f"{name} {' '.join(args)}"]
@@ -81,7 +82,7 @@ def table(commands: list[list[str]], trees: dict[str, Path], times: dict[str, li
         if len(names) == 2:
             before, after = (statistics.median(times[f"{n} {' '.join(args)}"]) for n in names)
             cells.append(f"{before / after:.1f}x")
-        lines.append(f"| `{label}` | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -94,11 +95,11 @@ def main() -> None:
     record = benchlib.machine()
     benchlib.check_load(record, args.allow_busy)
     trees = {"before": args.baseline, "after": benchlib.REPO} if args.baseline else {"this tree": benchlib.REPO}
-    for tree in trees.values():
-        check_tree(tree)
     commands, rounds = (QUICK_COMMANDS, 1) if args.quick else (COMMANDS, args.rounds)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
+        for tree in trees.values():
+            check_tree(tree, folder)
         if not args.quick:
             finished_run(folder)
         cells = {f"{name} {' '.join(c)}": (tree, c) for c in commands for name, tree in trees.items()}

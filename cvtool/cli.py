@@ -58,17 +58,6 @@ def make_app() -> typer.Typer:
     return app
 
 
-def tidy_help(command: typer.main.TyperGroup | typer.main.TyperCommand) -> None:
-    """Help that reads like git's: on/off flags show no type, the rest keep their metavar."""
-    params = list(command.params)
-    help_option = command.get_help_option(typer.Context(command))
-    for param in [*params, *([help_option] if help_option is not None else [])]:
-        if getattr(param, "is_bool_flag", False) and param.metavar is None:
-            param.metavar = ""
-    for child in getattr(command, "commands", {}).values():
-        tidy_help(child)
-
-
 def version_only(args: list[str]) -> bool:
     """``cvtool --version`` answers before the commands are built."""
     return "--version" in args and all(a in FLAGS_BEFORE_COMMAND for a in args)
@@ -128,7 +117,7 @@ def interrupted(guard: signals.StopFlag) -> str:
 
 def dispatch(args: list[str], guard: signals.StopFlag, rank: str) -> tuple[int, str | None]:
     """The exit code and the one line to print for it."""
-    from cvtool.commands.common import one_line, unexpected
+    from cvtool.commands.common import one_line, tidy_help, unexpected
 
     try:
         args = normalize_argv(args)

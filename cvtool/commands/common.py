@@ -24,6 +24,17 @@ FAIL_OVER = typer.Option([], "--fail-over", metavar="METRIC=VALUE",
                          help="Exit 4 if METRIC is over VALUE, for losses and errors (repeatable), e.g. val_loss=0.5.")
 
 
+def tidy_help(command: typer.main.TyperGroup | typer.main.TyperCommand) -> None:
+    """Help that reads like git's: on/off flags show no type, the rest keep their metavar."""
+    params = list(command.params)
+    help_option = command.get_help_option(typer.Context(command))
+    for param in [*params, *([help_option] if help_option is not None else [])]:
+        if getattr(param, "is_bool_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for child in getattr(command, "commands", {}).values():
+        tidy_help(child)
+
+
 def load_torch() -> None:
     """Importing torch takes seconds: on a terminal, say so while the commands that need it load it."""
     if "torch" in sys.modules:
