@@ -1,4 +1,4 @@
-"""What several commands share: JSON output, config loading, checkpoint weights, error lines."""
+"""What several commands share: JSON output, config loading, checkpoint weights, error lines, the help's look, the note while torch loads."""
 
 from __future__ import annotations
 
