@@ -1,4 +1,4 @@
-"""What several commands share: JSON output, config loading, checkpoint weights, error lines, the help's look, the note while torch loads."""
+"""What several commands share: JSON output, config, weights, error lines, the help's look, the torch note."""
 
 from __future__ import annotations
 
