@@ -2,7 +2,9 @@
 
 The commands live in cvtool.commands; the train commands, ``stylize``, the ``data synth``
 kinds and ``predict``'s option checks are generated from cvtool.tasks.registry when
-``main`` runs, so a task registered before then is a command. This module and
+``main`` runs, so a task registered before then is a command. Building them reads only the
+tasks' declarations, so ``--help``, ``config show``, ``runs`` and shell completion answer
+without importing torch; a command that needs it imports it when it runs. This module and
 cvtool.commands are the only ones that print results or read argv; everything below
 raises cvtool.errors, and ``main`` turns those into one line on stderr and the documented
 exit code (0 ok, 2 bad input, 3 missing, 4 quality gate failed, 130 interrupted).
@@ -24,7 +26,7 @@ import cvtool
 from cvtool.errors import CvtoolError, GateFailed, Interrupted
 
 if TYPE_CHECKING:
-    from cvtool.engine import runtime
+    from cvtool.engine import signals
 
 FLAGS_BEFORE_COMMAND = {"--debug", "--version"}
 
@@ -56,38 +58,16 @@ def make_app() -> typer.Typer:
     return app
 
 
-def tidy_help(command: typer.main.TyperGroup | typer.main.TyperCommand) -> None:
-    """Help that reads like git's: on/off flags show no type, the rest keep their metavar."""
-    params = list(command.params)
-    help_option = command.get_help_option(typer.Context(command))
-    for param in [*params, *([help_option] if help_option is not None else [])]:
-        if getattr(param, "is_bool_flag", False) and param.metavar is None:
-            param.metavar = ""
-    for child in getattr(command, "commands", {}).values():
-        tidy_help(child)
-
-
-def say_loading() -> None:
-    """Building the commands imports torch and every task (seconds): say so on a terminal."""
-    if sys.stderr.isatty():
-        sys.stderr.write("cvtool: loading torch and the task modules...\r")
-        sys.stderr.flush()
-
-
-def done_loading() -> None:
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\033[K")
-        sys.stderr.flush()
-
-
 def version_only(args: list[str]) -> bool:
-    """``cvtool --version`` answers before the tasks (and torch) are imported."""
+    """``cvtool --version`` answers before the commands are built."""
     return "--version" in args and all(a in FLAGS_BEFORE_COMMAND for a in args)
 
 
 def normalize_argv(argv: list[str]) -> list[str]:
     """Let ``--resume`` stand alone: click options cannot take an optional value."""
-    from cvtool.engine.run import RESUME_LAST
+    if "--resume" not in argv:
+        return argv
+    from cvtool.engine.run import RESUME_LAST  # a training command's: it loads torch anyway
 
     out = []
     for i, arg in enumerate(argv):
@@ -108,12 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     if version_only(args):
         print(f"cvtool {cvtool.__version__}")
         return 0
-    from cvtool.engine import runtime
+    from cvtool.engine import signals
 
     rank = os.environ.get("RANK", "0")
     who = "cvtool" if rank == "0" else f"cvtool[rank {rank}]"  # under torchrun a failure may be one rank's
     with contextlib.ExitStack() as stack:
-        guard = runtime.StopFlag(immediate=True)
+        guard = signals.StopFlag(immediate=True)
         if argv is None:
             guard.__enter__()
         else:
@@ -131,22 +111,18 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
 
-def interrupted(guard: runtime.StopFlag) -> str:
+def interrupted(guard: signals.StopFlag) -> str:
     return f"interrupted: {signal.Signals(guard.signum).name if guard.signum else 'SIGINT'} received"
 
 
-def dispatch(args: list[str], guard: runtime.StopFlag, rank: str) -> tuple[int, str | None]:
+def dispatch(args: list[str], guard: signals.StopFlag, rank: str) -> tuple[int, str | None]:
     """The exit code and the one line to print for it."""
-    from cvtool.commands.common import one_line, unexpected
+    from cvtool.commands.common import one_line, tidy_help, unexpected
 
     try:
-        say_loading()
-        try:
-            args = normalize_argv(args)
-            command = typer.main.get_command(make_app())
-            tidy_help(command)
-        finally:
-            done_loading()
+        args = normalize_argv(args)
+        command = typer.main.get_command(make_app())
+        tidy_help(command)
         code = command.main(args=args, prog_name="cvtool", standalone_mode=False)
         if code == 130:  # typer turns KeyboardInterrupt into a silent exit 130
             raise KeyboardInterrupt

@@ -143,3 +143,11 @@ def test_style_speed_benchmark_times_both_ways_and_a_video(tmp_path):
     assert clip["frames"] == 9 and clip["frames_per_second"] > 0
     assert all(clip["stages"][k] > 0 for k in ("decode_s", "network_s", "encode_s")) and image["forward_fp32_s"] > 0
     assert {(row["width"], row["amp"]) for row in record["widths"]} == {(w, a) for w in (1.0, 0.5, 0.25) for a in ("auto", "off")}
+
+
+def test_startup_benchmark_times_both_trees(tmp_path):
+    record = quick("startup.py", tmp_path, "--baseline", REPO)
+    assert set(record["trees"]) == {"before", "after"} and len(record["table"]) == 2 + 2
+    assert all(len(values) == 1 and values[0] > 0 for values in record["seconds"].values())
+    assert record["imports_torch"] == {f"{tree} {args}": False for tree in ("before", "after")
+                                       for args in ("--version", "--help")}

@@ -48,7 +48,7 @@ def resolve(app, words: tuple[str, ...]) -> tuple[object | None, list[str], str]
     while getattr(command, "commands", None) is not None and rest and not rest[0].startswith("-"):
         if placeholder(rest[0]):
             return None, [], name
-        sub = command.commands.get(rest[0])
+        sub = command.get_command(typer.Context(command), rest[0])  # click's way: a group may build it now
         assert sub is not None, f"no command {name} {rest[0]}"
         command, rest, name = sub, rest[1:], f"{name} {rest[0]}"
     return command, rest, name

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from cvtool.commands.common import JSON_HELP, emit
+from cvtool.commands.common import JSON_HELP, emit, load_torch
 
 
 def benchmark(
@@ -32,6 +32,7 @@ def benchmark(
     if device not in (None, "cpu"):
         raise InputError(f"--device {device}: cvtool benchmark times on the CPU only (ONNX Runtime's CPU "
                          f"provider is the one cvtool's exports are checked on)")
+    load_torch()
     result = benchmark_checkpoint(checkpoint_path, formats, batch, max_drop, overrides, warmup=warmup, repeats=repeats)
     if as_json:
         emit(result, True)

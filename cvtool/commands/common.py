@@ -1,4 +1,4 @@
-"""What several commands share: JSON output, config loading, checkpoint weights, error lines."""
+"""What several commands share: JSON output, config, weights, error lines, the help's look, the torch note."""
 
 from __future__ import annotations
 
@@ -22,6 +22,33 @@ FAIL_UNDER = typer.Option([], "--fail-under", metavar="METRIC=VALUE",
                                "(repeatable), e.g. val_acc=0.9.")
 FAIL_OVER = typer.Option([], "--fail-over", metavar="METRIC=VALUE",
                          help="Exit 4 if METRIC is over VALUE, for losses and errors (repeatable), e.g. val_loss=0.5.")
+
+
+def tidy_help(command: typer.main.TyperGroup | typer.main.TyperCommand) -> None:
+    """Help that reads like git's: on/off flags show no type, the rest keep their metavar."""
+    params = list(command.params)
+    help_option = command.get_help_option(typer.Context(command))
+    for param in [*params, *([help_option] if help_option is not None else [])]:
+        if getattr(param, "is_bool_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for child in getattr(command, "commands", {}).values():
+        tidy_help(child)
+
+
+def load_torch() -> None:
+    """Importing torch takes seconds: on a terminal, say so while the commands that need it load it."""
+    if "torch" in sys.modules:
+        return
+    note = sys.stderr.isatty()
+    if note:
+        sys.stderr.write("cvtool: loading torch...\r")
+        sys.stderr.flush()
+    try:
+        import torch  # noqa: F401 - imported for the note's sake; the command uses it next
+    finally:
+        if note:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
 
 
 def emit(result: Any, as_json: bool) -> None:

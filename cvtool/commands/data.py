@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+from typer.core import TyperGroup
 
+from cvtool.commands.common import tidy_help
 from cvtool.errors import InputError
 from cvtool.tasks import registry
 
@@ -205,10 +207,27 @@ def print_report(report: dict[str, Any], drawn: Optional[Path]) -> None:
         typer.echo(f"  [{p['split']}] {p['file']}: {p['message']}")
 
 
+class SynthOnDemand(TyperGroup):
+    """The ``data`` group, whose ``synth`` is built only when asked for: its options come from
+    the writers' keywords, and importing the writers (numpy, PIL) would slow every command's start."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        return names if "synth" in names else [names[0], "synth", *names[1:]]
+
+    def get_command(self, ctx: typer.Context, name: str) -> Any:
+        if name == "synth" and name not in self.commands:
+            app = typer.Typer(add_completion=False)
+            app.command("synth")(synth_command())
+            command = typer.main.get_command(app)
+            tidy_help(command)
+            self.add_command(command, name)
+        return super().get_command(ctx, name)
+
+
 def register(parent: typer.Typer) -> None:
-    app = typer.Typer(no_args_is_help=True, help="Fetch, write, check and convert datasets.")
+    app = typer.Typer(cls=SynthOnDemand, no_args_is_help=True, help="Fetch, write, check and convert datasets.")
     app.command("fetch")(fetch)
-    app.command("synth")(synth_command())
     app.command("check")(check)
     app.command("convert")(convert)
     parent.add_typer(app, name="data")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from cvtool.commands.common import DEVICE_HELP, FAIL_OVER, FAIL_UNDER, JSON_HELP, emit
+from cvtool.commands.common import DEVICE_HELP, FAIL_OVER, FAIL_UNDER, JSON_HELP, emit, load_torch
 
 
 def evaluate(
@@ -26,6 +26,7 @@ def evaluate(
     fail_over: list[str] = FAIL_OVER,
 ) -> None:
     """Score a checkpoint or an exported model on its task's validation set, with the metrics training reports."""
+    load_torch()
     from cvtool.model import evaluate_path
     from cvtool.resolve import enforce, gate_list
 

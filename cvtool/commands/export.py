@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from cvtool.commands.common import JSON_HELP, emit
+from cvtool.commands.common import JSON_HELP, emit, load_torch
 
 
 def export(
@@ -38,6 +38,7 @@ def export(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Export a checkpoint to ONNX or TorchScript and prove it gives the checkpoint's answers."""
+    load_torch()
     from cvtool.export import exporter, parity
     from cvtool.model import enforce_export, export_checkpoint
 

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from cvtool.commands.common import DEVICE_HELP, emit
+from cvtool.commands.common import DEVICE_HELP, emit, load_torch
 from cvtool.errors import InputError
 from cvtool.files import json_text
 
@@ -35,6 +35,7 @@ def predict(
                                       "boxes are x1, y1, x2, y2 in the image's pixels, clipped to it."),
 ) -> None:
     """Run a trained checkpoint, or a model `cvtool export` wrote, on images (it says which task it is)."""
+    load_torch()
     from cvtool.engine import threads
     from cvtool.engine.progress import Reporter
     from cvtool.model import load

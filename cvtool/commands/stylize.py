@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from cvtool.commands.common import CONFIG_OPTION, DEVICE_HELP, JSON_HELP, SET_OPTION, emit
+from cvtool.commands.common import CONFIG_OPTION, DEVICE_HELP, JSON_HELP, SET_OPTION, emit, load_torch
 from cvtool.errors import InputError
 from cvtool.tasks import registry
 
@@ -44,6 +44,7 @@ def stylize(
     force: bool = typer.Option(False, "--force", help="Run even if the estimated memory need exceeds what is free."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
+    load_torch()
     from cvtool.api import stylize_files
     from cvtool.engine.progress import Reporter
 

@@ -11,7 +11,7 @@ import typer
 from cvtool import gates as gating
 from cvtool import metrics
 from cvtool.commands.common import (CONFIG_OPTION, DEVICE_HELP, FAIL_OVER, FAIL_UNDER, JSON_HELP, SET_OPTION, describe,
-                                    emit)
+                                    emit, load_torch)
 from cvtool.errors import InputError
 from cvtool.metrics import Gate
 from cvtool.tasks import registry
@@ -116,6 +116,7 @@ def add_train_command(app: typer.Typer, spec: TaskSpec) -> None:
         gate_on: str = typer.Option("mean", "--gate-on", metavar="mean|min",
                                     help="With --seeds: gate the seeds' mean, or the worst seed (min)."),
     ) -> None:
+        load_torch()
         flags = {"train.epochs": epochs, "train.device": device, "train.seed": seed, "train.max_steps": max_steps}
         gates = metrics.parse(fail_under, "under") + metrics.parse(fail_over, "over")
         if seeds is not None:

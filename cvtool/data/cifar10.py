@@ -20,10 +20,9 @@ from torchvision.io import ImageReadMode, decode_png
 from cvtool.data import decoded_cache, kaggle
 from cvtool.data.images import read_or_skip
 from cvtool.data.kaggle import CIFAR, Labeled, Progress
+from cvtool.data.stats import CIFAR_MEAN, CIFAR_STD  # noqa: F401 - re-exported
 from cvtool.errors import InputError
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2023, 0.1994, 0.2010)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cvtool.data.kaggle import CIFAR, CIFAR10_CLASSES, DOGS
+from cvtool.data.kaggle_layout import CIFAR, CIFAR10_CLASSES, DOGS
 from cvtool.data.textures import background
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cvtool.data.voc import synth_splits
+from cvtool.data.voc_synth import synth_splits
 
 
 def synthesize_folders(out: Path, *, n_train: int = 300, n_val: int = 60, size: int = 128, classes: int = 4,

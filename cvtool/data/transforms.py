@@ -6,8 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
+from cvtool.data.stats import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 - re-exported
 
 _Key = tuple[tuple[float, ...], tuple[float, ...], torch.device, torch.dtype]
 _STATS: dict[_Key, tuple[torch.Tensor, torch.Tensor]] = {}

@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cvtool.data.masks import VOC_CLASSES
 from cvtool.data.textures import background, smooth_noise
-from cvtool.data.voc import SHAPES, class_colour, draw_shape
-from cvtool.data.voc_detection import CLASSES
+from cvtool.data.voc_synth import SHAPES, class_colour, draw_shape
 from cvtool.errors import InputError
+
+CLASSES = VOC_CLASSES[1:]  # VOC's object classes (voc_detection.CLASSES): the background left out
 
 POSES = ("Unspecified", "Unspecified", "Left", "Right", "Frontal", "Rear")
 

@@ -20,6 +20,7 @@ from torchvision.ops import nms
 
 from cvtool.errors import InputError
 from cvtool.ops.boxes import decode_boxes
+from cvtool.tasks import registry
 from cvtool.tasks.registry import TaskSpec
 
 EXPORTABLE = ("classify", "detect", "segment", "style")  # registry families with a network to export
@@ -130,8 +131,8 @@ class Graph:
 
 
 def task_module(spec: TaskSpec) -> Any:
-    """The module that registered ``spec`` (its family's helpers live there: ``to_input``, ``decode``)."""
-    return importlib.import_module(spec.config.__module__)
+    """The module holding ``spec``'s code (its family's helpers live there: ``to_input``, ``decode``)."""
+    return importlib.import_module(registry.load(spec.build_model).__module__)
 
 
 def hook(spec: TaskSpec, name: str) -> Callable[..., Any]:

@@ -22,6 +22,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
 from cvtool.errors import InputError
+from cvtool.models.defaults import RCNN_ARCH
 from cvtool.models.weights import cached_file, is_none, read_state_file
 
 
@@ -43,10 +44,9 @@ ARCHS: dict[str, Arch] = {
     "fasterrcnn_resnet50_fpn_v2": Arch(detection.fasterrcnn_resnet50_fpn_v2,
                                        detection.FasterRCNN_ResNet50_FPN_V2_Weights, tvm.ResNet50_Weights, 5),
 }
-DEFAULT_ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
 
 
-def build_rcnn(arch: str = DEFAULT_ARCH, num_classes: int = 1, *, weights: str | None = None,
+def build_rcnn(arch: str = RCNN_ARCH, num_classes: int = 1, *, weights: str | None = None,
                weights_backbone: str | None = None, trainable_backbone_layers: int | None = None,
                image_size: int | None = None, anchor_scale: float = 1.0, **kwargs: Any) -> FasterRCNN:
     """A Faster R-CNN for ``num_classes`` object classes (background not counted).

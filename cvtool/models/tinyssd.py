@@ -12,11 +12,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from cvtool.models.defaults import RATIOS, SIZES
 from cvtool.models.pooling import GlobalMaxPool
 from cvtool.ops.boxes import multibox_prior
-
-SIZES = ((0.2, 0.272), (0.37, 0.447), (0.54, 0.619), (0.71, 0.79), (0.88, 0.961))
-RATIOS = (1.0, 2.0, 0.5)
 
 
 def down_sample_block(in_channels: int, out_channels: int) -> nn.Sequential:

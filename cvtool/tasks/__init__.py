@@ -1,7 +1,8 @@
-"""One module per command, each ending with ``SPEC = registry.register(TaskSpec(...))``.
+"""One module per command: ``build(cfg, rank_zero=True) -> cvtool.engine.task.Task``,
+``build_model(cfg)`` and ``predict(...)``.
 
-A task module holds its ``Config`` dataclass, ``build(cfg, rank_zero=True) ->
-cvtool.engine.task.Task``, ``build_model(cfg)`` and ``predict(...)``; its ``TaskSpec``
-tells the CLI the command name, summary and options (see cvtool.tasks.registry).
-Modules without a SPEC (``classify``, ``registry``) hold what several tasks share.
+Each command's ``Config`` and ``TaskSpec`` (name, summary, options) live in
+cvtool.tasks.specs, which imports no torch, so the CLI lists the tasks without loading them
+(see cvtool.tasks.registry). Modules without a spec (``classify``, ``detect``, ``segment``)
+hold what several tasks share.
 """

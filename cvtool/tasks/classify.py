@@ -7,9 +7,8 @@ parameter groups and prediction are the same, so they live here once.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +17,6 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 from torchvision.utils import make_grid
 
-from cvtool import config as c
 from cvtool.data.images import load_rgb
 from cvtool.data.video import Frame, image_of
 from cvtool.engine import eval_report
@@ -27,16 +25,6 @@ from cvtool.ops.segmentation_metrics import counts
 from cvtool.tasks import outputs
 
 COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")
-NUM_CLASSES_HELP = "output classes; auto = the number of classes in the data (a number must agree with it)"
-NumClasses = int | Literal["auto"]
-
-
-@dataclass
-class Loss:
-    """The training objective."""
-
-    label_smoothing: float = c.opt(0.0, "cross-entropy label smoothing (validation loss is plain "
-                                   "cross-entropy)", ge=0, lt=1)
 
 
 def train_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],

@@ -6,66 +6,20 @@ cvtool averages it, so the same step needs lr x 128 and weight decay / 128.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from cvtool import config as c
-from cvtool.data import hotdog as hotdog_data
-from cvtool.data import hub, presets, transforms
+from cvtool.data import hub, presets
 from cvtool.data.folders import ClassFolders
 from cvtool.data.hotdog import CLASSES, LAYOUT
 from cvtool.engine.task import Task
 from cvtool.models.weights import pretrained
 from cvtool.tasks import classify
-from cvtool.tasks.registry import TaskSpec, register
-
-@dataclass
-class Data(c.DataConfig):
-    """hotdog/{train,test}/{hotdog,not-hotdog}/*.png; test is the validation split."""
-
-    root: str = c.opt("data/hotdog", "dataset folder holding train/ and test/")
-    batch_size: int = c.opt(128, "images per training step", ge=1)
-    num_workers: int = c.opt(4, "DataLoader worker processes (0 = load in the main process)", ge=0)
-    image_size: int = c.opt(224, "training crop and test centre-crop size in pixels", ge=8)
-    resize: int = c.opt(256, "test images are resized to resize x resize before the centre crop", ge=8)
-    augment: bool = c.opt(True, "random resized crop + flip for training; false = train on the test view")
-    mean: list[float] = c.opt(transforms.IMAGENET_MEAN, "per-channel normalisation mean")
-    std: list[float] = c.opt(transforms.IMAGENET_STD, "per-channel normalisation std")
-
-
-@dataclass
-class Model:
-    """The backbone and where its starting weights come from."""
-
-    arch: Literal["resnet18", "resnet34"] = c.opt("resnet18", "torchvision backbone")
-    weights: str | None = c.opt("IMAGENET1K_V1", "torchvision weight name, a .pth state-dict file, or none")
-    num_classes: classify.NumClasses = c.opt("auto", classify.NUM_CLASSES_HELP + " (hotdog: 2 class folders)",
-                                             ge=2)
-
-
-@dataclass
-class Finetune:
-    """How the pretrained part is trained."""
-
-    head_lr_mult: float = c.opt(10.0, "learning-rate multiplier of the new output layer", gt=0)
-    freeze_backbone: bool = c.opt(False, "train only the output layer (frozen BatchNorm stays in eval mode)")
-
-
-@dataclass
-class Config:
-    data: Data = field(default_factory=Data)
-    model: Model = field(default_factory=Model)
-    finetune: Finetune = field(default_factory=Finetune)
-    loss: classify.Loss = field(default_factory=classify.Loss)
-    optim: c.OptimConfig = field(default_factory=lambda: c.OptimConfig(lr=5e-5 * 128, reference_batch=128,
-                                                                       weight_decay=1e-3 / 128))
-    sched: c.SchedConfig = field(default_factory=c.SchedConfig)
-    train: c.TrainConfig = field(default_factory=lambda: c.TrainConfig(epochs=5))
-    log: c.LogConfig = field(default_factory=c.LogConfig)
+from cvtool.tasks.specs.hotdog import SPEC, Config
 
 
 def build_model(cfg: Config, weights: str | None = None) -> nn.Module:
@@ -105,14 +59,3 @@ def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list
             device: torch.device, options: dict[str, Any]) -> list[dict[str, Any]]:
     classes = metadata.get("classes", CLASSES)
     return classify.predict_images(model, eval_transform(cfg), classes, paths, device, top=options.get("top", 5))
-
-
-SPEC = register(TaskSpec(
-    command="finetune-hotdog",
-    summary="Fine-tune an ImageNet ResNet-18 on the hotdog / not-hotdog folders.",
-    config=Config, build=build, build_model=build_model, predict=predict,
-    synth={"hotdog": hotdog_data.synthesize},
-    # `cvtool eval`: the checkpoint holds every weight, so nothing pretrained is loaded.
-    eval_settings={"model.weights": None},
-    family="classify",
-))

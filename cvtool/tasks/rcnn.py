@@ -10,104 +10,25 @@ forward pass per image and a random figure; see docs/rcnn.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable
 
 import torch
 from PIL import Image
 from torch import nn
 from torchvision.models.detection import FasterRCNN
 
-from cvtool import config as c
-from cvtool.data import voc_detection_synth
 from cvtool.data.bananas import to_tensor
 from cvtool.engine import eval_report
 from cvtool.engine.task import StepOutput, Task
-from cvtool.models.rcnn import DEFAULT_ARCH, build_rcnn
+from cvtool.models.rcnn import build_rcnn
 from cvtool.ops.detection_metrics import MeanAveragePrecision
 from cvtool.tasks import detect
 from cvtool.tasks.detect import Detection, Detector, truths
-from cvtool.tasks.registry import TaskSpec, register
+from cvtool.tasks.specs.rcnn import SPEC, Config
 
 LOSSES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 COLUMNS = ("train_loss", *(f"train_{k}" for k in LOSSES), "val_map50", "val_map")
-
-
-@dataclass
-class Data(detect.DetectionData):
-    """A bananas, VOC, COCO or YOLO detection folder (data.format, docs/data.md); val is the validation split."""
-
-    batch_size: int = c.opt(8, "images per training step", ge=1)
-    num_workers: int = c.opt(2, "DataLoader worker processes: they decode images when data.cache is off, "
-                             "and augment", ge=0)
-    image_size: int = c.opt(320, "images are resized to image_size x image_size and fed at that size", ge=32)
-    flip: bool = c.opt(True, "augment: random horizontal flips, boxes moved along")
-
-
-@dataclass
-class Model:
-    """torchvision's Faster R-CNN; the box predictor is replaced for num_classes + 1 outputs."""
-
-    arch: str = c.opt(DEFAULT_ARCH, "fasterrcnn_mobilenet_v3_large_320_fpn | fasterrcnn_mobilenet_v3_large_fpn | "
-                      "fasterrcnn_resnet50_fpn_v2")
-    weights: str = c.opt("DEFAULT", "COCO weights for the whole model (a torchvision weight name), or none")
-    weights_backbone: str = c.opt("none", "ImageNet backbone weights when model.weights is none, or none")
-    trainable_backbone_layers: int | None = c.opt(
-        None, "backbone stages trained from pretrained weights (null: torchvision's 3); from random init all train",
-        ge=0)
-    num_classes: int | Literal["auto"] = c.opt(
-        "auto", "object classes, background not counted; auto = one per class name the data holds", ge=1)
-    anchor_scale: float = c.opt(1.0, "multiplies the RPN's anchor sizes (32-512 px, made for 320-800 px "
-                                "images); below 1 for small images and objects", gt=0)
-    rpn_proposals: int | None = c.opt(
-        None, "RPN proposals kept per training image before and after NMS (null: torchvision's 2000)", ge=1)
-    rpn_proposals_test: int | None = c.opt(
-        None, "RPN proposals kept per image at validation and predict (null: torchvision's, 150 for the 320 arch, "
-        "else 1000)", ge=1)
-    box_batch_size_per_image: int | None = c.opt(
-        None, "RoIs sampled per training image for the box head (null: torchvision's 512)", ge=1)
-
-
-@dataclass
-class Detect:
-    """The RoI head's post-processing (validation mAP, pictures, predict)."""
-
-    nms_threshold: float = c.opt(0.5, "boxes of one class overlapping a better one by more IoU are dropped",
-                                 ge=0, le=1)
-    min_score: float = c.opt(0.01, "detections scoring less are discarded before NMS and mAP", ge=0, lt=1)
-    max_detections: int = c.opt(100, "per image, best first, counted by mAP (COCO's maxDets)", ge=1)
-    draw_threshold: float = c.opt(0.5, "score a box needs to be drawn in predictions.png (predict: --threshold)",
-                                  ge=0, le=1)
-
-
-@dataclass
-class Optim(c.OptimConfig):
-    lr: float = c.opt(0.01, "learning rate (torchvision's detection recipe: 0.02 for 16 images)", gt=0)
-    momentum: float = c.opt(0.9, "SGD momentum", ge=0, lt=1)
-    weight_decay: float = c.opt(1e-4, "L2 weight decay", ge=0)
-
-
-@dataclass
-class Sched(c.SchedConfig):
-    name: Literal["none", "step", "cosine", "onecycle"] = c.opt("cosine", "learning-rate schedule")
-    warmup_epochs: float = c.opt(0.5, "linear warm-up from lr/100, in epochs (fractions allowed)", ge=0)
-
-
-@dataclass
-class Train(c.TrainConfig):
-    epochs: int = c.opt(10, "number of epochs", ge=1)
-    grad_clip: float | None = c.opt(10.0, "clip the gradient norm (early RPN steps can spike); null = off", gt=0)
-
-
-@dataclass
-class Config:
-    data: Data = field(default_factory=Data)
-    model: Model = field(default_factory=Model)
-    detect: Detect = field(default_factory=Detect)
-    optim: Optim = field(default_factory=Optim)
-    sched: Sched = field(default_factory=Sched)
-    train: Train = field(default_factory=Train)
 
 
 def _model(cfg: Config, weights: str | None, weights_backbone: str | None) -> FasterRCNN:
@@ -227,14 +148,3 @@ def predict(model: nn.Module, cfg: Config, metadata: dict[str, Any], paths: list
     size = int(metadata.get("image_size") or cfg.data.image_size)
     out = Path(options["out"]) if options.get("out") is not None else None
     return detect.predict(make_detector(size), model, paths, device, classes, threshold, out)
-
-
-SPEC = register(TaskSpec(
-    command="train-rcnn",
-    summary="Train torchvision's Faster R-CNN on the banana detection dataset, or your own (VOC, COCO, YOLO).",
-    config=Config, build=build, build_model=build_model, predict=predict,
-    predict_options=("threshold",),
-    synth={"voc-detection": voc_detection_synth.synthesize_voc_detection},
-    eval_settings={"model.weights": "none", "model.weights_backbone": "none"},
-    family="detect",
-))

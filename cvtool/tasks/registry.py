@@ -1,9 +1,11 @@
-"""The one list of tasks: each task module ends with ``SPEC = register(TaskSpec(...))``.
+"""The one list of tasks: each task's declaration ends with ``SPEC = register(TaskSpec(...))``.
 
 The CLI generates its train commands, ``data synth`` kinds, ``config`` targets and
-``predict`` option checks from here, so adding a task is adding a module. Built-in tasks
-are the modules of this package; other packages add theirs through the ``cvtool.tasks``
-entry-point group (name: the command, value: the module that registers it).
+``predict`` option checks from here. A built-in task declares itself in cvtool.tasks.specs
+(its config schema and options, no torch) and names its code by "module:function", imported
+when a command runs, so ``--help`` and ``config show`` never load torch. Other packages add
+tasks through the ``cvtool.tasks`` entry-point group (name: the command, value: the module
+that registers it); such a module may pass functions or "module:function" names alike.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import importlib.metadata
 import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Union
 
 from cvtool.config import check_task_config
 from cvtool.errors import InputError
@@ -21,12 +23,40 @@ from cvtool.errors import InputError
 GROUP = "cvtool.tasks"
 PREDICT_OPTIONS = ("threshold", "kaggle_test", "preserve_color", "smooth")
 FAMILIES = ("classify", "detect", "segment", "style", "stylize")
+SPECS = f"{__package__}.specs"  # the built-in tasks' declarations
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A function named "module:function", imported on its first call: a task is listed
+    without importing its code."""
+
+    target: str
+
+    def load(self) -> Callable[..., Any]:
+        return pkgutil.resolve_name(self.target)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.load()(*args, **kwargs)
+
+
+Code = Union[Callable[..., Any], str]  # a function, or its "module:function" name
+
+
+def load(code: Callable[..., Any]) -> Callable[..., Any]:
+    """The function itself, imported if it was named."""
+    return code.load() if isinstance(code, Lazy) else code
+
+
+def lazy(code: Code | None) -> Callable[..., Any] | None:
+    return Lazy(code) if isinstance(code, str) else code
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     """What the CLI needs to know about one task.
 
+    Each function may be given as "module:function", imported when first called.
     ``build(cfg, rank_zero=True) -> engine.task.Task`` is the training set-up (None: the
     command has no training loop, like stylize); ``build_model(cfg)`` the bare architecture
     ``predict`` and ``eval`` load a checkpoint into; ``predict(model, cfg, metadata, paths,
@@ -39,11 +69,11 @@ class TaskSpec:
     command: str
     summary: str
     config: type
-    build_model: Callable[..., Any] | None
-    predict: Callable[..., list[dict[str, Any]]] | None
-    build: Callable[..., Any] | None = None
+    build_model: Code | None
+    predict: Code | None
+    build: Code | None = None
     predict_options: tuple[str, ...] = ()
-    synth: dict[str, Callable[..., Path]] = field(default_factory=dict)
+    synth: dict[str, Code] = field(default_factory=dict)
     eval_settings: dict[str, Any] = field(default_factory=dict)
     family: Literal["classify", "detect", "segment", "style", "stylize"] = "classify"
     # (height, width) every input is squashed to, for a network that takes no other size
@@ -51,6 +81,9 @@ class TaskSpec:
     input_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        for name in ("build_model", "predict", "build"):
+            object.__setattr__(self, name, lazy(getattr(self, name)))
+        object.__setattr__(self, "synth", {kind: lazy(writer) for kind, writer in self.synth.items()})
         unknown = set(self.predict_options) - set(PREDICT_OPTIONS)
         if unknown:
             raise ValueError(f"{self.command}: unknown predict options {sorted(unknown)}; known: {PREDICT_OPTIONS}")
@@ -83,11 +116,11 @@ def entry_points() -> list[importlib.metadata.EntryPoint]:
 
 
 def discover() -> None:
-    """Import every built-in task module, then every installed plugin's."""
+    """Import every built-in task's declaration, then every installed plugin's module."""
     _MISSING.clear()
-    package = importlib.import_module(__package__)
+    package = importlib.import_module(SPECS)
     for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{__package__}.{info.name}")
+        importlib.import_module(f"{SPECS}.{info.name}")
     for point in entry_points():
         if point.name in _SPECS:
             continue
@@ -133,5 +166,5 @@ def with_option(option: str) -> list[str]:
 
 
 def synth_writers() -> dict[str, Callable[..., Path]]:
-    """Every ``data synth`` kind, over all tasks."""
-    return {kind: writer for spec in specs() for kind, writer in spec.synth.items()}
+    """Every ``data synth`` kind over all tasks, its writer imported (writers import no torch)."""
+    return {kind: load(writer) for spec in specs() for kind, writer in spec.synth.items()}

@@ -25,7 +25,7 @@ from cvtool.ops.style import gram, luminance, tv_loss, with_chroma
 from cvtool.tasks.stylize_images import denormalize, normalize, resize, save_image, to_image
 
 if TYPE_CHECKING:
-    from cvtool.tasks.stylize import Config, Loss, Model, Optim
+    from cvtool.tasks.specs.stylize import Config, Loss, Model, Optim
 
 FLUSH_EVERY = 25  # steps between reading the losses back from the device (one sync each)
 
