@@ -44,6 +44,7 @@ def test_a_split_transposed_convolution_computes_the_same(c_in, c_out, stride, p
     before = run(model, x)
     assert rewrite.split_transposed_convolutions(model) == 1
     assert [n.op_type for n in model.graph.node] == ["Conv", "DepthToSpace", "Slice"]
+    assert not {"w", "b"} & {t.name for t in model.graph.initializer}
     after = run(model, x)
     expected = F.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(weight), torch.from_numpy(bias), stride=stride,
                                   padding=0)[..., pads[0]:, pads[1]:]

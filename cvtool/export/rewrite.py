@@ -1,5 +1,6 @@
 """ONNX graph rewrites that keep a graph's numbers but give ONNX Runtime cheaper kernels.
 
+Both are for `--int8` (cvtool/export/quantize.py); docs/export.md has the measurements.
 FCN's upsampling is a ConvTranspose whose kernel is twice its stride (64 and 32). Each output
 pixel then sums the contributions of a 2x2 window of input pixels, one tap per phase of the
 stride, so the same sums are a 2x2 Conv with stride x stride times the output channels,
@@ -53,7 +54,7 @@ def split_transposed_convolutions(model: Any) -> int:
 
     graph = model.graph
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    nodes, done = [], 0
+    nodes, done, replaced = [], 0, set()
     for node in graph.node:
         found = _phase_split(node, weights) if node.op_type == "ConvTranspose" else None
         if found is None:
@@ -76,8 +77,12 @@ def split_transposed_convolutions(model: Any) -> int:
                              [node.output[0]], name=f"{name}.crop"),
         ]
         done += 1
+        replaced.update(node.input[1:])
     del graph.node[:]
     graph.node.extend(nodes)
+    used = {name for node in nodes for name in node.input}
+    for tensor in [t for t in graph.initializer if t.name in replaced - used]:
+        graph.initializer.remove(tensor)  # the transposed weights: dead weight in the file
     return done
 
 
