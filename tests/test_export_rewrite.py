@@ -20,7 +20,8 @@ def transposed(weight: np.ndarray, bias: np.ndarray | None, **attrs: object) -> 
     inputs = ["x", "w"] + (["b"] if bias is not None else [])
     inits = [numpy_helper.from_array(weight, "w")] + ([numpy_helper.from_array(bias, "b")] if bias is not None else [])
     node = helper.make_node("ConvTranspose", inputs, ["y"], name="up", **attrs)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", weight.shape[0], "h", "w"])],
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", weight.shape[0], "h", "w"])
+    graph = helper.make_graph([node], "g", [x],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
 

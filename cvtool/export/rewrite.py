@@ -62,19 +62,19 @@ def split_transposed_convolutions(model: Any) -> int:
             continue
         conv_w, conv_b, pads, s = found
         name = node.name or node.output[0]
+        ends = np.array([-p if p else INT64_MAX for p in pads[2:]], np.int64)
+        crop = [f"{name}.spread", f"{name}.crop_starts", f"{name}.crop_ends", f"{name}.crop_axes"]
         graph.initializer.extend([numpy_helper.from_array(conv_w, f"{name}.phase_weight"),
                                   numpy_helper.from_array(conv_b, f"{name}.phase_bias"),
                                   numpy_helper.from_array(np.array(pads[:2], np.int64), f"{name}.crop_starts"),
-                                  numpy_helper.from_array(np.array([-p if p else INT64_MAX for p in pads[2:]], np.int64),
-                                                          f"{name}.crop_ends"),
+                                  numpy_helper.from_array(ends, f"{name}.crop_ends"),
                                   numpy_helper.from_array(np.array([2, 3], np.int64), f"{name}.crop_axes")])
         nodes += [
             helper.make_node("Conv", [node.input[0], f"{name}.phase_weight", f"{name}.phase_bias"], [f"{name}.phases"],
                              name=f"{name}.phase_conv", kernel_shape=[2, 2], pads=[1, 1, 1, 1]),
             helper.make_node("DepthToSpace", [f"{name}.phases"], [f"{name}.spread"], name=f"{name}.depth_to_space",
                              blocksize=s, mode="CRD"),
-            helper.make_node("Slice", [f"{name}.spread", f"{name}.crop_starts", f"{name}.crop_ends", f"{name}.crop_axes"],
-                             [node.output[0]], name=f"{name}.crop"),
+            helper.make_node("Slice", crop, [node.output[0]], name=f"{name}.crop"),
         ]
         done += 1
         replaced.update(node.input[1:])
