@@ -62,6 +62,17 @@ def test_an_int8_classifier_keeps_its_accuracy(trained, tmp_path):
     graph = onnx.load(str(model))
     ops = {n.op_type for n in graph.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Softmax"} <= ops
+    # the network in 8 bits but for its first and last layers: every other convolution and
+    # residual Add reads dequantized int8
+    first, head = result["int8"]["kept_fp32"]
+    producer = {out: n for n in graph.graph.node for out in n.output}
+    layers = [n for n in graph.graph.node if n.op_type in ("Conv", "Add") and n.name != first]
+    assert len(layers) == 27 and all(producer[n.input[0]].op_type == "DequantizeLinear" for n in layers)
+    assert producer[next(n for n in graph.graph.node if n.name == first).input[0]].op_type == "Div"  # normalisation
+    softmax = next(n for n in graph.graph.node if n.op_type == "Softmax")
+    assert producer[softmax.input[0]].name == head and producer[softmax.input[0]].op_type == "Gemm"
+    assert result["int8"]["post_processing_fp32"] == ["Softmax"]
+    assert result["int8"]["rewrites"]["weight_zero_points_shifted"] > 0
     assert [i.name for i in graph.graph.input] == ["images"]
     assert [o.name for o in graph.graph.output] == ["probabilities"]
     meta = json.loads(Path(result["meta"]).read_text())
@@ -82,6 +93,9 @@ def test_calibration_uses_fewer_images_when_the_set_is_smaller(trained, tmp_path
     assert result["int8"]["calibration"]["images"] == 4 and result["int8"]["calibration"]["requested"] == 256
     parity = json.loads(Path(tmp_path / "train-fcn.int8.onnx.json").read_text())["metric_parity"]
     assert "val_miou" in parity["export_metrics"] and "val_loss" in parity["not_scored"]
+    ops = [n.op_type for n in onnx.load(result["model"]).graph.node]
+    assert "ConvTranspose" not in ops and "DepthToSpace" in ops  # the upsampling, split (test_export_rewrite)
+    assert result["int8"]["rewrites"]["transposed_convolutions_split"] == 1
 
 
 def test_tinyssd_int8_keeps_its_inputs_and_outputs_and_predicts(trained, tmp_path):
@@ -90,7 +104,8 @@ def test_tinyssd_int8_keeps_its_inputs_and_outputs_and_predicts(trained, tmp_pat
     graph = onnx.load(result["model"])
     assert [o.name for o in graph.graph.output] == ["boxes", "scores", "labels"]
     assert "NonMaxSuppression" in {n.op_type for n in graph.graph.node}
-    assert result["int8"]["kept_fp32"]  # the prediction heads
+    assert len(result["int8"]["kept_fp32"]) == 11  # the first layer, the class and box heads of five maps
+    assert "NonMaxSuppression" in result["int8"]["post_processing_fp32"]
     image = next((Path(result["model"]).parents[1]).rglob("*.png"), None)
     assert image is not None
     code, text = run("predict", "--checkpoint", result["model"], image, "--json")

@@ -3,10 +3,11 @@
 Calibration feeds the fp32 graph training images: the task's own training split with its
 augmentation switched off (classifiers then read them through their eval transform; the
 detectors and FCN at their training size, FCN as random crops), turned back into the
-graph's [0, 1] RGB input. Only the convolutions and matrix products are quantized; the
-pre- and post-processing (normalisation, softmax, argmax, box decoding, NMS) stays fp32,
-and so does each network's last layer (the classifier head, the SSD prediction heads,
-FCN's upsampling), which is where 8 bits cost accuracy for almost no time.
+graph's [0, 1] RGB input. The whole network is quantized (every op ONNX Runtime has an int8
+kernel for, so no tensor leaves 8 bits between two convolutions) except its first and last
+layers; the pre- and post-processing (normalisation, softmax, argmax, box decoding, NMS) stays fp32.
+Two rewrites that keep the numbers pick ONNX Runtime's faster kernels (cvtool/export/rewrite.py);
+docs/export.md has the measurements behind each choice.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import torch.nn.functional as F
 
 from cvtool import config as cfglib
 from cvtool.errors import InputError
+from cvtool.export import rewrite
 from cvtool.export.graphs import Graph
 from cvtool.tasks import registry
 
 DEFAULT_IMAGES = 256
 METHOD = "MinMax"  # what was measured best here; docs/export.md has the comparison
-QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
+LAYERS = ("Conv", "Gemm", "MatMul")  # the layers with weights; the network is what feeds them
 NO_AUGMENT = {"data.flip": False, "data.scale_jitter": 0.0, "data.scale_range": [1.0, 1.0]}
 
 
@@ -87,27 +89,59 @@ def _as_input(item: Any, mean: torch.Tensor, std: torch.Tensor, graph: Graph) ->
     return x.clamp(0, 1)
 
 
-def last_layers(model: Path) -> list[str]:
-    """The quantizable nodes that produce no input of another quantizable node: each network's last layer."""
-    import onnx
-
-    nodes = onnx.load(str(model), load_external_data=False).graph.node
+def _consumers(nodes: Any) -> dict[str, list[Any]]:
     feeds: dict[str, list[Any]] = {}
     for node in nodes:
         for name in node.input:
             feeds.setdefault(name, []).append(node)
+    return feeds
 
-    def reaches_quantized(name: str, seen: set[str]) -> bool:
+
+def network(model: Any) -> set[str]:
+    """Names of the nodes that feed a layer with weights, and those layers: everything but the post-processing."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    found: set[str] = set()
+    stack = [n for n in model.graph.node if n.op_type in LAYERS]
+    while stack:
+        node = stack.pop()
+        if node.name not in found:
+            found.add(node.name)
+            stack += [producer[name] for name in node.input if name in producer]
+    return found
+
+
+def last_layers(model: Any) -> list[str]:
+    """The layers that feed no other layer: each network's last one (classifier, SSD heads, FCN's class scores)."""
+    feeds = _consumers(model.graph.node)
+
+    def reaches_layer(name: str, seen: set[str]) -> bool:
         for node in feeds.get(name, []):
             if node.name in seen:
                 continue
             seen.add(node.name)
-            if node.op_type in QUANTIZED_OPS or any(reaches_quantized(o, seen) for o in node.output):
+            if node.op_type in LAYERS or any(reaches_layer(o, seen) for o in node.output):
                 return True
         return False
 
-    return [n.name for n in nodes if n.op_type in QUANTIZED_OPS
-            and not any(reaches_quantized(o, set()) for o in n.output)]
+    return [n.name for n in model.graph.node if n.op_type in LAYERS
+            and not any(reaches_layer(o, set()) for o in n.output)]
+
+
+def first_layers(model: Any) -> list[str]:
+    """The layers no other layer feeds: the ones that read the (normalised) image."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+
+    def after_layer(node: Any, seen: set[str]) -> bool:
+        for name in node.input:
+            source = producer.get(name)
+            if source is None or source.name in seen:
+                continue
+            seen.add(source.name)
+            if source.op_type in LAYERS or after_layer(source, seen):
+                return True
+        return False
+
+    return [n.name for n in model.graph.node if n.op_type in LAYERS and not after_layer(n, set())]
 
 
 class Reader:
@@ -125,25 +159,37 @@ class Reader:
         return None if x is None else {"images": x[None].contiguous().numpy()}
 
 
-def quantize_with(source: Path, target: Path, images: list[torch.Tensor]) -> list[str]:
-    """The INT8 model of ``source`` calibrated on ``images``; returns the nodes kept fp32."""
+def quantize_with(source: Path, target: Path, images: list[torch.Tensor]) -> dict[str, Any]:
+    """Write the INT8 model of ``source`` calibrated on ``images``; returns what was kept fp32 and rewritten.
+
+    The first and last layers stay fp32: 8 bits cost accuracy there (the image's own levels in,
+    the scores that decide the answer out) for little time, the first having only 3 input channels."""
+    import onnx
     from onnxruntime import quantization as q
 
-    kept = last_layers(source)
+    model = onnx.load(str(source))
+    split = rewrite.split_transposed_convolutions(model)
+    inside = network(model)
+    kept = first_layers(model) + last_layers(model)
+    post = [n for n in model.graph.node if n.name not in inside]
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        q.quantize_static(str(source), str(target), Reader(images), quant_format=q.QuantFormat.QDQ,
-                          op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
+        q.quantize_static(model, str(target), Reader(images), quant_format=q.QuantFormat.QDQ, per_channel=True,
                           activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-                          nodes_to_exclude=kept, calibrate_method=getattr(q.CalibrationMethod, METHOD))
-    return kept
+                          nodes_to_exclude=kept + [n.name for n in post],
+                          calibrate_method=getattr(q.CalibrationMethod, METHOD))
+    quantized = onnx.load(str(target))
+    shifted = rewrite.shift_weight_zero_points(quantized)
+    onnx.save(quantized, str(target))
+    return {"kept_fp32": kept, "post_processing_fp32": sorted({n.op_type for n in post}),
+            "rewrites": {"transposed_convolutions_split": split, "weight_zero_points_shifted": shifted}}
 
 
 def quantize(graph: Graph, source: Path, target: Path, config: dict[str, Any], count: int) -> dict[str, Any]:
     """Write the INT8 model of the fp32 ONNX ``source`` to ``target``; returns the JSON's ``int8`` record."""
     images, where = calibration_images(graph, config, count)
-    kept = quantize_with(source, target, images)
+    done = quantize_with(source, target, images)
     return {"method": "onnxruntime static quantization", "format": "QDQ", "weights": "int8, per channel",
-            "activations": "uint8", "quantized_ops": QUANTIZED_OPS, "kept_fp32": kept,
+            "activations": "uint8", "quantized": "the network, every op type ONNX Runtime quantizes", **done,
             "calibration": {"images": len(images), "requested": count, "source": where,
                             "method": METHOD}}
