@@ -22,7 +22,7 @@ from cvtool.errors import InputError
 # measured it faster in fp32 training steps (oneDNN runs convolutions in NHWC blocks either
 # way; the gain is the reorders it saves around batch norm, ReLU and pooling, which is worth
 # most for large feature maps and least for 32-px inputs).
-#   stylize: VGG-19 at 300x450, 1.2x (8.8 vs 10.6 s a step; README's stylize table)
+#   stylize: VGG-19 at 300x450, 1.2x (8.8 vs 10.6 s a step, benchmarks/layout.py)
 #   detect:  TinySSD, faster with NHWC (configs/demo/ssd.yaml's setting, measured on the CPU)
 #   classify: ResNet-18 at 32 and 224 px, NHWC 0.86x and 0.90x (a first, loaded-machine reading:
 #             no gain), so NCHW
