@@ -172,6 +172,7 @@ def main() -> None:
     args = parse_args()
     record = benchlib.machine()
     benchlib.check_load(record, args.allow_busy or args.quick)
+    runtime.select_device("cpu")  # as every command does: engine/memory.py's malloc settings with it
     torch.set_num_threads(threads.choose("auto").threads)
     torch.manual_seed(0)
     cfg = c.load(style_net.Config, None, [f"model.width={args.width}", f"train.amp={args.amp}"])

@@ -100,3 +100,91 @@ def test_shifted_weight_zero_points_give_the_same_numbers(tmp_path):
     assert len(weights) == 2 and all((z == -1).all() for z in weights)
     np.testing.assert_array_equal(run(model, x), before)
     assert rewrite.shift_weight_zero_points(model, min_channels=1) == 0  # already shifted
+
+
+def normalised_conv(pads: list[int], strides: list[int], bias: bool = True, group: int = 1,
+                    pad_first: list[int] | None = None) -> onnx.ModelProto:
+    """images -> (images - mean) / std [-> Pad] -> Conv -> Relu, as cvtool's exports begin (FCN pads
+    to a multiple of 32 first)."""
+    gen = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1), "mean"),
+             numpy_helper.from_array(np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1), "std"),
+             numpy_helper.from_array(gen.standard_normal((6, 3 // group, 5, 5)).astype(np.float32), "w")]
+    inputs = ["normalised", "w"]
+    if bias:
+        inits.append(numpy_helper.from_array(gen.standard_normal(6).astype(np.float32), "b"))
+        inputs.append("b")
+    nodes = [helper.make_node("Sub", ["images", "mean"], ["shifted"], name="sub"),
+             helper.make_node("Div", ["shifted", "std"], ["normalised" if pad_first is None else "scaled"], name="div")]
+    if pad_first is not None:
+        inits.append(numpy_helper.from_array(np.array([0, 0, *pad_first[:2], 0, 0, *pad_first[2:]], np.int64), "p"))
+        nodes.append(helper.make_node("Pad", ["scaled", "p"], ["normalised"], name="pad_first"))
+    nodes += [helper.make_node("Conv", inputs, ["c"], name="conv", pads=pads, strides=strides, group=group),
+             helper.make_node("Relu", ["c"], ["x"], name="relu")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, "h", "w"])],
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+
+
+@pytest.mark.parametrize("pads,strides,bias,pad_first", [([2, 2, 2, 2], [1, 1], True, None),
+                                                          ([1, 3, 2, 0], [2, 2], False, None),
+                                                          ([3, 3, 3, 3], [2, 2], True, [0, 0, 5, 7])])
+def test_folding_the_normalisation_into_the_first_convolution_computes_the_same(pads, strides, bias, pad_first):
+    model = normalised_conv(pads, strides, bias, pad_first=pad_first)
+    pixels = np.random.default_rng(4).integers(0, 256, (1, 3, 11, 9)).astype(np.float32) / 255
+    x = {"images": pixels}
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    kept, padded = rewrite.fold_input_normalisation(model)
+    first = [] if pad_first is None else ["pad_first"]
+    assert [n.op_type for n in model.graph.node] == ["Sub", *(["Pad"] * len(first)), "Pad", "Add", "Conv", "Relu"]
+    assert kept == ["sub", *first, "conv.pad", "conv.unshift"] and padded == "conv.pixels"
+    assert {t.name for t in model.graph.initializer} == {"mean", "conv.pixel_weight", "conv.pixel_bias", "conv.pixel_pads",
+                                                         *(["p"] if first else [])}  # the old weights and std are gone
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, x)[0], before, rtol=1e-5, atol=1e-5)
+    model.graph.output.append(helper.make_tensor_value_info("conv.pixels", TensorProto.FLOAT, None))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    seen = session.run(["conv.pixels"], x)[0]  # the convolution reads the pixels, padded with the mean
+    np.testing.assert_allclose(seen[:, :, pads[0]:pads[0] + 11, pads[1]:pads[1] + 9], pixels, atol=1e-7)
+    np.testing.assert_allclose(seen[0, :, 0, 0], [0.485, 0.456, 0.406], atol=1e-7)
+
+
+def test_a_graph_that_does_not_begin_with_the_normalisation_is_left_alone():
+    grouped = normalised_conv([1, 1, 1, 1], [1, 1], group=3)
+    assert rewrite.fold_input_normalisation(grouped) == ([], "")
+    assert [n.op_type for n in grouped.graph.node] == ["Sub", "Div", "Conv", "Relu"]
+
+
+def phases_to_classes(mode: str = "CRD", crop_axes: tuple[int, ...] = (2, 3)) -> onnx.ModelProto:
+    """FCN's end once its upsampling is split: phase Conv -> DepthToSpace -> crop -> class ArgMax."""
+    gen = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(gen.standard_normal((5 * 9, 2, 2, 2)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([1] * len(crop_axes), np.int64), "starts"),
+             numpy_helper.from_array(np.array([-2] * len(crop_axes), np.int64), "ends"),
+             numpy_helper.from_array(np.array(crop_axes, np.int64), "axes")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["phases"], name="phase_conv", kernel_shape=[2, 2]),
+             helper.make_node("DepthToSpace", ["phases"], ["spread"], name="spread", blocksize=3, mode=mode),
+             helper.make_node("Slice", ["spread", "starts", "ends", "axes"], ["cropped"], name="crop"),
+             helper.make_node("ArgMax", ["cropped"], ["classes"], name="argmax", axis=1, keepdims=0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, "h", "w"])],
+                              [helper.make_tensor_value_info("classes", TensorProto.INT64, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+
+
+def test_the_class_argmax_before_the_phases_are_spread_gives_the_same_classes():
+    model = phases_to_classes()
+    x = np.random.default_rng(6).standard_normal((1, 2, 7, 6)).astype(np.float32)
+    before = run(model, x)
+    assert rewrite.argmax_before_depth_to_space(model) == 1
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.index("ArgMax") < ops.index("DepthToSpace") < ops.index("Slice", ops.index("DepthToSpace"))
+    after = run(model, x)
+    assert after.dtype == np.int64 and after.shape == before.shape == (1, 15, 12)  # (7-1)*3 - 3, (6-1)*3 - 3
+    np.testing.assert_array_equal(after, before)
+
+
+@pytest.mark.parametrize("mode,axes", [("DCR", (2, 3)), ("CRD", (1, 2))])
+def test_other_spreads_and_crops_keep_their_argmax_last(mode, axes):
+    model = phases_to_classes(mode, axes)
+    assert rewrite.argmax_before_depth_to_space(model) == 0
+    assert [n.op_type for n in model.graph.node] == ["Conv", "DepthToSpace", "Slice", "ArgMax"]

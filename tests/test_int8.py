@@ -62,13 +62,19 @@ def test_an_int8_classifier_keeps_its_accuracy(trained, tmp_path):
     graph = onnx.load(str(model))
     ops = {n.op_type for n in graph.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Softmax"} <= ops
-    # the network in 8 bits but for its first and last layers: every other convolution and
-    # residual Add reads dequantized int8
-    first, head = result["int8"]["kept_fp32"]
+    # the network in 8 bits but for its last layer: every convolution and residual Add reads
+    # dequantized int8, the first one the [0, 1] pixels themselves at scale 1/255, the
+    # normalisation folded into its weights (test_export_rewrite holds the fold to the numbers)
+    *padding, head = result["int8"]["kept_fp32"]
+    nodes = {n.name: n for n in graph.graph.node}
+    assert [nodes[name].op_type for name in padding] == ["Sub", "Pad", "Add"] and "Div" not in ops
     producer = {out: n for n in graph.graph.node for out in n.output}
-    layers = [n for n in graph.graph.node if n.op_type in ("Conv", "Add") and n.name != first]
-    assert len(layers) == 27 and all(producer[n.input[0]].op_type == "DequantizeLinear" for n in layers)
-    assert producer[next(n for n in graph.graph.node if n.name == first).input[0]].op_type == "Div"  # normalisation
+    layers = [n for n in graph.graph.node if n.op_type in ("Conv", "Add") and n.name not in padding]
+    assert len(layers) == 28 and all(producer[n.input[0]].op_type == "DequantizeLinear" for n in layers)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in graph.graph.initializer}
+    pixels = next(n for n in graph.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == nodes[padding[-1]].output[0])
+    assert inits[pixels.input[1]] == pytest.approx(1 / 255) and inits[pixels.input[2]] == 0
+    assert result["int8"]["rewrites"]["normalisation_folded"] and result["int8"]["rewrites"]["pixels_at_1_255"]
     softmax = next(n for n in graph.graph.node if n.op_type == "Softmax")
     assert producer[softmax.input[0]].name == head and producer[softmax.input[0]].op_type == "Gemm"
     assert result["int8"]["post_processing_fp32"] == ["Softmax"]
@@ -95,7 +101,10 @@ def test_calibration_uses_fewer_images_when_the_set_is_smaller(trained, tmp_path
     assert "val_miou" in parity["export_metrics"] and "val_loss" in parity["not_scored"]
     ops = [n.op_type for n in onnx.load(result["model"]).graph.node]
     assert "ConvTranspose" not in ops and "DepthToSpace" in ops  # the upsampling, split (test_export_rewrite)
-    assert result["int8"]["rewrites"]["transposed_convolutions_split"] == 1
+    rewrites = result["int8"]["rewrites"]
+    assert rewrites["transposed_convolutions_split"] == 1 and rewrites["argmax_before_depth_to_space"] == 1
+    assert rewrites["normalisation_folded"]  # through FCN's pad to a multiple of 32
+    assert ops.index("ArgMax") < ops.index("DepthToSpace")  # one class map spread, not every class's scores
 
 
 def test_tinyssd_int8_keeps_its_inputs_and_outputs_and_predicts(trained, tmp_path):
@@ -104,7 +113,7 @@ def test_tinyssd_int8_keeps_its_inputs_and_outputs_and_predicts(trained, tmp_pat
     graph = onnx.load(result["model"])
     assert [o.name for o in graph.graph.output] == ["boxes", "scores", "labels"]
     assert "NonMaxSuppression" in {n.op_type for n in graph.graph.node}
-    assert len(result["int8"]["kept_fp32"]) == 11  # the first layer, the class and box heads of five maps
+    assert len(result["int8"]["kept_fp32"]) == 13  # the image's padding (3 nodes), the class and box heads of five maps
     assert "NonMaxSuppression" in result["int8"]["post_processing_fp32"]
     image = next((Path(result["model"]).parents[1]).rglob("*.png"), None)
     assert image is not None

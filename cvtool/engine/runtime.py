@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from cvtool.engine import memory
 from cvtool.engine.signals import Signalled, StopFlag, pause_point  # noqa: F401 - re-exported
 from cvtool.errors import InputError
 
@@ -105,6 +106,9 @@ def local_device(spec: str) -> torch.device:
 
 
 def select_device(spec: str, local_rank: int = 0, *, world: int = 1) -> torch.device:
+    """Every command that runs a network picks its device here, so this is where its process
+    stops handing freed tensors back to the OS (engine/memory.py)."""
+    memory.keep_freed()
     spec = spec.strip().lower()
     if world > 1 and spec.startswith("cuda:"):
         raise InputError(f"device {spec} would put all {world} torchrun processes on one GPU; "

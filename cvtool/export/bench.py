@@ -1,8 +1,13 @@
 """Speed and quality of a checkpoint's formats side by side: ``cvtool benchmark`` and ``benchmarks/export.py``.
 
-Latency is the median of interleaved repeats after a warm-up: each repeat runs every format
-once on the same input batch, the order rotating, so a neighbour's load hits all formats
-alike and the ratios hold on a shared machine even when the absolute times do not.
+Latency is the median of interleaved blocks after a warm-up: each round runs every format in
+turn on the same input batch, the order rotating, so a neighbour's load hits all formats alike
+and the ratios hold on a shared machine even when the absolute times do not. A format's calls
+come in blocks, as a program that uses one model calls it: ONNX Runtime's and torch's worker
+threads spin for a while after each call, and a call of another format in that while shares the
+cores with them (interleaving call by call halved every format's speed on a 2-core machine,
+docs/export.md). So a block starts after a pause that lets the other threads sleep and one
+untimed call that wakes its own, and only the calls after it are timed.
 """
 
 from __future__ import annotations
@@ -66,9 +71,13 @@ def parse_batches(text: str) -> list[int]:
     return list(dict.fromkeys(batches))
 
 
+BLOCK = 5  # timed calls a block
+SETTLE_S = 0.05  # the pause before a block: measured enough for the previous format's threads to stop spinning
+
+
 def latency(runners: dict[str, Runner], size: tuple[int, int], batches: list[int], warmup: int = 3,
-            repeats: int = 15) -> dict[str, dict[int, float]]:
-    """Median milliseconds per image of every runner at every batch size, repeats interleaved."""
+            repeats: int = 15, block: int = BLOCK, settle: float = SETTLE_S) -> dict[str, dict[int, float]]:
+    """Median milliseconds per image of every runner at every batch size over ``repeats`` timed calls each."""
     out: dict[str, dict[int, float]] = {name: {} for name in runners}
     names = list(runners)
     with torch.no_grad():
@@ -78,11 +87,14 @@ def latency(runners: dict[str, Runner], size: tuple[int, int], batches: list[int
                 for _ in range(warmup):
                     runners[name](x)
             times: dict[str, list[float]] = {name: [] for name in names}
-            for r in range(repeats):
+            for r in range(-(-repeats // block)):
                 for name in names[r % len(names):] + names[:r % len(names)]:
-                    start = time.perf_counter()
+                    time.sleep(settle)
                     runners[name](x)
-                    times[name].append(time.perf_counter() - start)
+                    for _ in range(min(block, repeats - len(times[name]))):
+                        start = time.perf_counter()
+                        runners[name](x)
+                        times[name].append(time.perf_counter() - start)
             for name in names:
                 out[name][batch] = 1000 * statistics.median(times[name]) / batch
     return out

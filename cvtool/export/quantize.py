@@ -4,9 +4,10 @@ Calibration feeds the fp32 graph training images: the task's own training split 
 augmentation switched off (classifiers then read them through their eval transform; the
 detectors and FCN at their training size, FCN as random crops), turned back into the
 graph's [0, 1] RGB input. The whole network is quantized (every op ONNX Runtime has an int8
-kernel for, so no tensor leaves 8 bits between two convolutions) except its first and last
-layers; the pre- and post-processing (normalisation, softmax, argmax, box decoding, NMS) stays fp32.
-Two rewrites that keep the numbers pick ONNX Runtime's faster kernels (cvtool/export/rewrite.py);
+kernel for, so no tensor leaves 8 bits between two convolutions) except its last layers; the
+post-processing (softmax, argmax, box decoding, NMS) stays fp32. The normalisation is folded into
+the first convolution, which then reads the pixels at scale 1/255: lossless for 8-bit pictures.
+Rewrites that keep the numbers pick ONNX Runtime's faster kernels (cvtool/export/rewrite.py);
 docs/export.md has the measurements behind each choice.
 """
 
@@ -162,15 +163,18 @@ class Reader:
 def quantize_with(source: Path, target: Path, images: list[torch.Tensor]) -> dict[str, Any]:
     """Write the INT8 model of ``source`` calibrated on ``images``; returns what was kept fp32 and rewritten.
 
-    The first and last layers stay fp32: 8 bits cost accuracy there (the image's own levels in,
-    the scores that decide the answer out) for little time, the first having only 3 input channels."""
+    The last layers stay fp32: 8 bits cost accuracy there (the scores that decide the answer) for
+    little time. The first reads the pixels at 1/255 once the normalisation is folded into it (in
+    a graph that does not begin so, it stays fp32 as well: its input would be rounded)."""
     import onnx
     from onnxruntime import quantization as q
 
     model = onnx.load(str(source))
     split = rewrite.split_transposed_convolutions(model)
+    argmax_first = rewrite.argmax_before_depth_to_space(model)
+    padding, pixels = rewrite.fold_input_normalisation(model)
     inside = network(model)
-    kept = first_layers(model) + last_layers(model)
+    kept = (padding or first_layers(model)) + last_layers(model)
     post = [n for n in model.graph.node if n.name not in inside]
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -180,9 +184,12 @@ def quantize_with(source: Path, target: Path, images: list[torch.Tensor]) -> dic
                           calibrate_method=getattr(q.CalibrationMethod, METHOD))
     quantized = onnx.load(str(target))
     shifted = rewrite.shift_weight_zero_points(quantized)
+    exact = bool(pixels) and rewrite.exact_pixel_scale(quantized, pixels)
     onnx.save(quantized, str(target))
     return {"kept_fp32": kept, "post_processing_fp32": sorted({n.op_type for n in post}),
-            "rewrites": {"transposed_convolutions_split": split, "weight_zero_points_shifted": shifted}}
+            "rewrites": {"transposed_convolutions_split": split, "argmax_before_depth_to_space": argmax_first,
+                         "weight_zero_points_shifted": shifted,
+                         "normalisation_folded": bool(padding), "pixels_at_1_255": exact}}
 
 
 def quantize(graph: Graph, source: Path, target: Path, config: dict[str, Any], count: int) -> dict[str, Any]:

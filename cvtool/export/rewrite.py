@@ -1,6 +1,6 @@
 """ONNX graph rewrites that keep a graph's numbers but give ONNX Runtime cheaper kernels.
 
-Both are for `--int8` (cvtool/export/quantize.py); docs/export.md has the measurements.
+All are for `--int8` (cvtool/export/quantize.py); docs/export.md has the measurements.
 FCN's upsampling is a ConvTranspose whose kernel is twice its stride (64 and 32). Each output
 pixel then sums the contributions of a 2x2 window of input pixels, one tap per phase of the
 stride, so the same sums are a 2x2 Conv with stride x stride times the output channels,
@@ -111,3 +111,159 @@ def shift_weight_zero_points(model: Any, min_channels: int = WIDE) -> int:
         inits[node.input[2]].CopyFrom(numpy_helper.from_array(np.full_like(z, -1), node.input[2]))
         shifted += 1
     return shifted
+
+
+def _only_consumer(graph: Any, name: str) -> Any | None:
+    users = [n for n in graph.node if name in n.input]
+    return users[0] if len(users) == 1 and not any(o.name == name for o in graph.output) else None
+
+
+def _zero_pad(node: Any, weights: dict[str, np.ndarray]) -> bool:
+    """A Pad that fills with zeros (its pads may be computed, e.g. from the input's size)."""
+    if node.op_type != "Pad" or _attributes(node).get("mode", b"constant") not in (b"constant", "constant"):
+        return False
+    value = node.input[2] if len(node.input) > 2 else ""
+    return not value or (value in weights and not weights[value].any())
+
+
+def fold_input_normalisation(model: Any) -> tuple[list[str], str]:
+    """Fold the graph's ``(images - mean) / std`` into the convolution that reads it, so that the
+    convolution reads the [0, 1] pixels themselves; returns the names of the fp32 nodes that now pad
+    the image and the padded pixels' tensor (``[], ""`` when the graph does not start so).
+
+    8-bit pixels quantized at scale 1/255 lose nothing (``exact_pixel_scale``), where the normalised
+    image, one range over three channel ranges, would be rounded. Zero padding of the normalised
+    image (the convolution's own, and zero-constant Pad nodes before it, e.g. FCN's to a multiple
+    of 32) is padding with ``mean`` in pixels, so the pixels are padded that way ((x - mean),
+    zero-padded, + mean) and the convolution itself pads nothing: the same numbers."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    sub = next((n for n in graph.node if n.op_type == "Sub" and n.input[0] == graph.input[0].name), None)
+    div = _only_consumer(graph, sub.output[0]) if sub is not None else None
+    if div is None or div.op_type != "Div":
+        return [], ""
+    pads_before, conv = [], _only_consumer(graph, div.output[0])
+    while conv is not None and _zero_pad(conv, weights):
+        pads_before.append(conv)
+        conv = _only_consumer(graph, conv.output[0])
+    reads = pads_before[-1].output[0] if pads_before else div.output[0]
+    if conv is None or conv.op_type != "Conv" or conv.input[0] != reads:
+        return [], ""
+    attrs = _attributes(conv)
+    mean, std, w = (weights.get(name) for name in (sub.input[1], div.input[1], conv.input[1]))
+    if (mean is None or std is None or w is None or attrs.get("group", 1) != 1
+            or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or mean.size != w.shape[1]):
+        return [], ""
+    mean, std = mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
+    bias = weights[conv.input[2]] if len(conv.input) > 2 and conv.input[2] else np.zeros(w.shape[0], w.dtype)
+    name = conv.name or conv.output[0]
+    pads = list(attrs.get("pads", [0, 0, 0, 0]))
+    half = len(pads) // 2
+    graph.initializer.extend([numpy_helper.from_array((w / std).astype(w.dtype), f"{name}.pixel_weight"),
+                              numpy_helper.from_array((bias - (w * mean / std).sum((1, 2, 3))).astype(w.dtype),
+                                                      f"{name}.pixel_bias"),
+                              numpy_helper.from_array(np.array([0, 0, *pads[:half], 0, 0, *pads[half:]], np.int64),
+                                                      f"{name}.pixel_pads")])
+    nodes = [helper.make_node("Pad", [sub.output[0], f"{name}.pixel_pads"], [f"{name}.padded"], name=f"{name}.pad"),
+             helper.make_node("Add", [f"{name}.padded", sub.input[1]], [f"{name}.pixels"], name=f"{name}.unshift")]
+    (pads_before[0] if pads_before else nodes[0]).input[0] = sub.output[0]
+    if pads_before:
+        nodes[0].input[0] = pads_before[-1].output[0]
+    kept = [sub.name, *(n.name for n in pads_before), *(n.name for n in nodes)]
+    fold = helper.make_node("Conv", [f"{name}.pixels", f"{name}.pixel_weight", f"{name}.pixel_bias"], list(conv.output),
+                            name=name, **{**attrs, "pads": [0] * len(pads)})
+    order = [n for n in graph.node if n is not div]
+    at = order.index(conv)
+    order[at:at + 1] = [*nodes, fold]
+    del graph.node[:]
+    graph.node.extend(order)
+    used = {i for n in graph.node for i in n.input}
+    for tensor in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(tensor)
+    return kept, f"{name}.pixels"
+
+
+def exact_pixel_scale(model: Any, pixels: str) -> bool:
+    """Quantize the tensor ``pixels`` ([0, 1] images) at scale 1/255, zero point 0: lossless for 8-bit
+    pictures, where a calibrated range (e.g. [0.02, 0.98]) would round every pixel. True when found.
+    Its DequantizeLinear shares the scale and zero point."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    found = False
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] == pixels:
+            scale, zero = inits[node.input[1]], inits[node.input[2]]
+            scale.CopyFrom(numpy_helper.from_array(np.array(1 / 255, numpy_helper.to_array(scale).dtype), scale.name))
+            zero.CopyFrom(numpy_helper.from_array(np.array(0, numpy_helper.to_array(zero).dtype), zero.name))
+            found = True
+    return found
+
+
+def _spatial_crop(node: Any, weights: dict[str, np.ndarray]) -> bool:
+    """A Slice whose (constant) axes leave the channels whole."""
+    if node.op_type != "Slice" or len(node.input) < 4 or node.input[3] not in weights:
+        return False
+    return not {1, -3} & {int(a) for a in weights[node.input[3]].reshape(-1)}
+
+
+def argmax_before_depth_to_space(model: Any) -> int:
+    """Take a per-pixel class ArgMax before the DepthToSpace that spreads the split upsampling's
+    phases (and the crops after it) instead of after: DepthToSpace only moves values, so each output
+    pixel's class scores are the same numbers either way, and the spreading and cropping then move
+    one int map instead of every class's full-size scores (a third of FCN's int8 time). Returns how
+    many were rewritten."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    producer = {out: n for n in graph.node for out in n.output}
+    done = 0
+    for spread in [n for n in graph.node if n.op_type == "DepthToSpace"]:
+        attrs = _attributes(spread)
+        conv = producer.get(spread.input[0])
+        if attrs.get("mode", b"DCR") not in (b"CRD", "CRD") or conv is None or conv.op_type != "Conv":
+            continue
+        block, w = int(attrs["blocksize"]), weights.get(conv.input[1])
+        crops, node = [], _only_consumer(graph, spread.output[0])
+        while node is not None and _spatial_crop(node, weights):
+            crops.append(node)
+            node = _only_consumer(graph, node.output[0])
+        argmax = node
+        if (w is None or argmax is None or argmax.op_type != "ArgMax" or _attributes(argmax).get("axis") != 1
+                or _attributes(argmax).get("keepdims", 1) != 0 or _attributes(argmax).get("select_last_index", 0)):
+            continue
+        name, classes, phases = spread.name or spread.output[0], w.shape[0] // (block * block), block * block
+        graph.initializer.extend([
+            numpy_helper.from_array(np.array([0, classes, phases], np.int64), f"{name}.grouped"),
+            numpy_helper.from_array(np.array([2], np.int64), f"{name}.from"),
+            numpy_helper.from_array(np.array([4], np.int64), f"{name}.to"),
+            numpy_helper.from_array(np.array([1], np.int64), f"{name}.channel")])
+        new = [
+            helper.make_node("Shape", [spread.input[0]], [f"{name}.shape"], name=f"{name}.shape"),
+            helper.make_node("Slice", [f"{name}.shape", f"{name}.from", f"{name}.to"], [f"{name}.hw"], name=f"{name}.hw"),
+            helper.make_node("Concat", [f"{name}.grouped", f"{name}.hw"], [f"{name}.target"], name=f"{name}.target", axis=0),
+            helper.make_node("Reshape", [spread.input[0], f"{name}.target"], [f"{name}.by_class"], name=f"{name}.by_class"),
+            helper.make_node("ArgMax", [f"{name}.by_class"], [f"{name}.best"], name=f"{name}.argmax", axis=1, keepdims=0),
+            helper.make_node("Cast", [f"{name}.best"], [f"{name}.best_float"], name=f"{name}.as_float", to=TensorProto.FLOAT),
+            helper.make_node("DepthToSpace", [f"{name}.best_float"], [spread.output[0]], name=name, blocksize=block,
+                             mode="CRD"),
+        ]
+        last = crops[-1].output[0] if crops else spread.output[0]
+        tail = [helper.make_node("Squeeze", [last, f"{name}.channel"], [f"{name}.classes"], name=f"{name}.squeeze"),
+                helper.make_node("Cast", [f"{name}.classes"], list(argmax.output), name=f"{name}.as_index",
+                                 to=TensorProto.INT64)]
+        order = [n for n in graph.node if n is not argmax]
+        at = order.index(spread)
+        order[at:at + 1] = new
+        at = order.index(crops[-1]) + 1 if crops else at + len(new)
+        order[at:at] = tail
+        del graph.node[:]
+        graph.node.extend(order)
+        changed = {spread.output[0], *(c.output[0] for c in crops)}  # one channel now: their recorded shapes are stale
+        for info in [v for v in graph.value_info if v.name in changed]:
+            graph.value_info.remove(info)
+        done += 1
+    return done

@@ -32,7 +32,7 @@ class InstanceNorm(nn.InstanceNorm2d):
 
 
 def conv_norm_relu(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(conv(cin, cout, kernel, stride), InstanceNorm(cout, affine=True), nn.ReLU())
+    return nn.Sequential(conv(cin, cout, kernel, stride), InstanceNorm(cout, affine=True), nn.ReLU(inplace=True))
 
 
 class Residual(nn.Module):
