@@ -6,7 +6,8 @@ activations are tens of MB then takes a page fault on every 4 KiB of every new t
 forward pass. On a 2-core CPU that was a quarter of the style network's time on a 480p frame
 (docs/performance.md#memory). Raising both thresholds keeps freed blocks for the next step,
 as the allocators PyTorch's CPU tuning guide preloads (jemalloc, tcmalloc) do, without a
-preload. Peak memory is unchanged; memory once used is not returned until the process ends.
+preload. Memory once used is not returned until the process ends, and fragmentation adds a
+little to the peak (5-13% in the measured training runs).
 ``CVTOOL_KEEP_MEMORY=0`` leaves malloc as it was.
 """
 

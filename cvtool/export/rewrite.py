@@ -1,6 +1,8 @@
 """ONNX graph rewrites that keep a graph's numbers but give ONNX Runtime cheaper kernels.
 
-All are for `--int8` (cvtool/export/quantize.py); docs/export.md has the measurements.
+All are for `--int8` (cvtool/export/quantize.py); docs/export.md has the measurements. The
+input's normalisation folds into the first convolution, so that it reads 8-bit-exact pixels; FCN's
+class ArgMax moves before the DepthToSpace below; int8 weights move to zero point -1 (AMX GEMM).
 FCN's upsampling is a ConvTranspose whose kernel is twice its stride (64 and 32). Each output
 pixel then sums the contributions of a 2x2 window of input pixels, one tap per phase of the
 stride, so the same sums are a 2x2 Conv with stride x stride times the output channels,
@@ -166,11 +168,11 @@ def fold_input_normalisation(model: Any) -> tuple[list[str], str]:
                                                       f"{name}.pixel_bias"),
                               numpy_helper.from_array(np.array([0, 0, *pads[:half], 0, 0, *pads[half:]], np.int64),
                                                       f"{name}.pixel_pads")])
-    nodes = [helper.make_node("Pad", [sub.output[0], f"{name}.pixel_pads"], [f"{name}.padded"], name=f"{name}.pad"),
+    if pads_before:  # they pad (x - mean) now; the convolution's own padding follows theirs
+        pads_before[0].input[0] = sub.output[0]
+    shifted = pads_before[-1].output[0] if pads_before else sub.output[0]
+    nodes = [helper.make_node("Pad", [shifted, f"{name}.pixel_pads"], [f"{name}.padded"], name=f"{name}.pad"),
              helper.make_node("Add", [f"{name}.padded", sub.input[1]], [f"{name}.pixels"], name=f"{name}.unshift")]
-    (pads_before[0] if pads_before else nodes[0]).input[0] = sub.output[0]
-    if pads_before:
-        nodes[0].input[0] = pads_before[-1].output[0]
     kept = [sub.name, *(n.name for n in pads_before), *(n.name for n in nodes)]
     fold = helper.make_node("Conv", [f"{name}.pixels", f"{name}.pixel_weight", f"{name}.pixel_bias"], list(conv.output),
                             name=name, **{**attrs, "pads": [0] * len(pads)})
