@@ -21,7 +21,8 @@ def benchmark(
                                             "best metric by 0.01); the fastest format within it is marked."),
     overrides: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                         help="Config change for the scoring, e.g. data.root=DIR."),
-    repeats: int = typer.Option(15, "--repeats", min=1, help="Interleaved timed calls per format and batch."),
+    repeats: int = typer.Option(15, "--repeats", min=1,
+                                help="Timed calls per format and batch, in interleaved blocks of 5."),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed calls first."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:

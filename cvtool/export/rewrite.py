@@ -243,18 +243,19 @@ def argmax_before_depth_to_space(model: Any) -> int:
             numpy_helper.from_array(np.array([2], np.int64), f"{name}.from"),
             numpy_helper.from_array(np.array([4], np.int64), f"{name}.to"),
             numpy_helper.from_array(np.array([1], np.int64), f"{name}.channel")])
-        new = [
-            helper.make_node("Shape", [spread.input[0]], [f"{name}.shape"], name=f"{name}.shape"),
-            helper.make_node("Slice", [f"{name}.shape", f"{name}.from", f"{name}.to"], [f"{name}.hw"], name=f"{name}.hw"),
-            helper.make_node("Concat", [f"{name}.grouped", f"{name}.hw"], [f"{name}.target"], name=f"{name}.target", axis=0),
-            helper.make_node("Reshape", [spread.input[0], f"{name}.target"], [f"{name}.by_class"], name=f"{name}.by_class"),
-            helper.make_node("ArgMax", [f"{name}.by_class"], [f"{name}.best"], name=f"{name}.argmax", axis=1, keepdims=0),
-            helper.make_node("Cast", [f"{name}.best"], [f"{name}.best_float"], name=f"{name}.as_float", to=TensorProto.FLOAT),
-            helper.make_node("DepthToSpace", [f"{name}.best_float"], [spread.output[0]], name=name, blocksize=block,
-                             mode="CRD"),
-        ]
+        def step(op: str, inputs: list[str], out: str, **attrs: Any) -> Any:
+            return helper.make_node(op, inputs, [out], name=out, **attrs)
+
+        new = [step("Shape", [spread.input[0]], f"{name}.shape"),
+               step("Slice", [f"{name}.shape", f"{name}.from", f"{name}.to"], f"{name}.hw"),
+               step("Concat", [f"{name}.grouped", f"{name}.hw"], f"{name}.target", axis=0),
+               step("Reshape", [spread.input[0], f"{name}.target"], f"{name}.by_class"),
+               step("ArgMax", [f"{name}.by_class"], f"{name}.best", axis=1, keepdims=0),
+               step("Cast", [f"{name}.best"], f"{name}.best_float", to=TensorProto.FLOAT),
+               helper.make_node("DepthToSpace", [f"{name}.best_float"], [spread.output[0]], name=name,
+                                blocksize=block, mode="CRD")]
         last = crops[-1].output[0] if crops else spread.output[0]
-        tail = [helper.make_node("Squeeze", [last, f"{name}.channel"], [f"{name}.classes"], name=f"{name}.squeeze"),
+        tail = [step("Squeeze", [last, f"{name}.channel"], f"{name}.classes"),
                 helper.make_node("Cast", [f"{name}.classes"], list(argmax.output), name=f"{name}.as_index",
                                  to=TensorProto.INT64)]
         order = [n for n in graph.node if n is not argmax]
