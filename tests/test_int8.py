@@ -8,6 +8,7 @@ validation images), so a quantized model within one image of it is evidence, not
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import onnx
@@ -108,8 +109,11 @@ def test_calibration_uses_fewer_images_when_the_set_is_smaller(trained, tmp_path
 
 
 def test_tinyssd_int8_keeps_its_inputs_and_outputs_and_predicts(trained, tmp_path):
-    code, result = int8_export(trained["train-ssd"], tmp_path, "--calib-images", "8")
+    moved = tmp_path / "moved"  # the data in another place: --set data.root serves calibration and scoring
+    shutil.copytree(trained["train-ssd"].parents[2] / "bananas", moved)
+    code, result = int8_export(trained["train-ssd"], tmp_path, "--calib-images", "8", "--set", f"data.root={moved}")
     assert code in (0, 4)
+    assert str(moved) in result["int8"]["calibration"]["source"] and result["metric_parity"]["data_root"] == str(moved)
     graph = onnx.load(result["model"])
     assert [o.name for o in graph.graph.output] == ["boxes", "scores", "labels"]
     assert "NonMaxSuppression" in {n.op_type for n in graph.graph.node}

@@ -42,7 +42,7 @@ class Request:
     check: bool = True
     check_metric: bool = False
     max_drop: list[str] = field(default_factory=list)
-    overrides: list[str] = field(default_factory=list)  # config changes for --check-metric's scoring
+    overrides: list[str] = field(default_factory=list)  # config changes for the scoring and --int8 calibration
     int8: bool = False
     calib_images: int = quantize.DEFAULT_IMAGES
 
@@ -223,7 +223,7 @@ def write_checked(graph: graphs.Graph, req: Request, cfg: Any, ckpt: dict[str, A
             fp32 = path.with_name(path.name + ".fp32")
             try:
                 os.replace(path, fp32)
-                int8 = quantize.quantize(graph, fp32, path, ckpt["config"], req.calib_images)
+                int8 = quantize.quantize(graph, fp32, path, ckpt["config"], req.calib_images, req.overrides)
             finally:
                 fp32.unlink(missing_ok=True)
     else:

@@ -26,6 +26,7 @@ from cvtool import config as cfglib
 from cvtool.errors import InputError
 from cvtool.export import rewrite
 from cvtool.export.graphs import Graph
+from cvtool.resolve import Overrides, split_overrides
 from cvtool.tasks import registry
 
 DEFAULT_IMAGES = 256
@@ -47,9 +48,11 @@ def refuse(graph_command: str, per_image: bool, fmt: str, half: bool, images: in
         raise InputError(f"--calib-images must be at least 1, got {images}")
 
 
-def calibration_config(spec_config: type, config: dict[str, Any]) -> Any:
-    """The checkpoint's config with augmentation off wherever the task has a switch for it."""
-    cfg = cfglib.from_dict(spec_config, config)
+def calibration_config(spec_config: type, config: dict[str, Any], overrides: Overrides = None) -> Any:
+    """The checkpoint's config with export's ``--set`` changes (a moved data.root) and augmentation
+    off wherever the task has a switch for it."""
+    sets, typed = split_overrides(overrides)
+    cfg = cfglib.load(spec_config, None, sets, values=typed, base=config)
     data = cfg.data
     for key, value in NO_AUGMENT.items():
         name = key.split(".")[1]
@@ -64,10 +67,11 @@ def calibration_config(spec_config: type, config: dict[str, Any]) -> Any:
     return cfg
 
 
-def calibration_images(graph: Graph, config: dict[str, Any], count: int) -> tuple[list[torch.Tensor], str]:
+def calibration_images(graph: Graph, config: dict[str, Any], count: int,
+                       overrides: Overrides = None) -> tuple[list[torch.Tensor], str]:
     """Up to ``count`` training images as the graph takes them ([0, 1], its size), in a fixed order."""
     spec = registry.get(graph.command)
-    cfg = calibration_config(spec.config, config)
+    cfg = calibration_config(spec.config, config, overrides)
     with contextlib.redirect_stderr(io.StringIO()):
         task = spec.build(cfg)
     data = task.train_data
@@ -192,9 +196,10 @@ def quantize_with(source: Path, target: Path, images: list[torch.Tensor]) -> dic
                          "normalisation_folded": bool(padding), "pixels_at_1_255": exact}}
 
 
-def quantize(graph: Graph, source: Path, target: Path, config: dict[str, Any], count: int) -> dict[str, Any]:
+def quantize(graph: Graph, source: Path, target: Path, config: dict[str, Any], count: int,
+             overrides: Overrides = None) -> dict[str, Any]:
     """Write the INT8 model of the fp32 ONNX ``source`` to ``target``; returns the JSON's ``int8`` record."""
-    images, where = calibration_images(graph, config, count)
+    images, where = calibration_images(graph, config, count, overrides)
     done = quantize_with(source, target, images)
     return {"method": "onnxruntime static quantization", "format": "QDQ", "weights": "int8, per channel",
             "activations": "uint8", "quantized": "the network, every op type ONNX Runtime quantizes", **done,
