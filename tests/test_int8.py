@@ -65,10 +65,11 @@ def test_an_int8_classifier_keeps_its_accuracy(trained, tmp_path):
     assert {"QuantizeLinear", "DequantizeLinear", "Softmax"} <= ops
     # the network in 8 bits but for its last layer: every convolution and residual Add reads
     # dequantized int8, the first one the [0, 1] pixels themselves at scale 1/255, the
-    # normalisation folded into its weights (test_export_rewrite holds the fold to the numbers)
+    # normalisation folded into its weights and the stride-2 stem read in 2x2 blocks
+    # (test_export_rewrite holds both to the numbers)
     *padding, head = result["int8"]["kept_fp32"]
     nodes = {n.name: n for n in graph.graph.node}
-    assert [nodes[name].op_type for name in padding] == ["Sub", "Pad", "Add"] and "Div" not in ops
+    assert [nodes[name].op_type for name in padding] == ["Sub", "Pad", "Add", "SpaceToDepth"] and "Div" not in ops
     producer = {out: n for n in graph.graph.node for out in n.output}
     layers = [n for n in graph.graph.node if n.op_type in ("Conv", "Add") and n.name not in padding]
     assert len(layers) == 28 and all(producer[n.input[0]].op_type == "DequantizeLinear" for n in layers)
@@ -117,7 +118,13 @@ def test_tinyssd_int8_keeps_its_inputs_and_outputs_and_predicts(trained, tmp_pat
     graph = onnx.load(result["model"])
     assert [o.name for o in graph.graph.output] == ["boxes", "scores", "labels"]
     assert "NonMaxSuppression" in {n.op_type for n in graph.graph.node}
-    assert len(result["int8"]["kept_fp32"]) == 13  # the image's padding (3 nodes), the class and box heads of five maps
+    # the image's padding (one Pad: the mean is 0), the class and box heads of five maps
+    assert len(result["int8"]["kept_fp32"]) == 11
+    # the pixels as they are, widened by a zero channel for the int8 kernel
+    pad = next(n for n in graph.graph.node if "images" in n.input)
+    assert pad.op_type == "Pad" and pad.name in result["int8"]["kept_fp32"]
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in graph.graph.initializer}
+    assert inits[pad.input[1]].tolist() == [0, 0, 1, 1, 0, 1, 1, 1]
     assert "NonMaxSuppression" in result["int8"]["post_processing_fp32"]
     image = next((Path(result["model"]).parents[1]).rglob("*.png"), None)
     assert image is not None

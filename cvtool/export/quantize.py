@@ -176,9 +176,9 @@ def quantize_with(source: Path, target: Path, images: list[torch.Tensor]) -> dic
     model = onnx.load(str(source))
     split = rewrite.split_transposed_convolutions(model)
     argmax_first = rewrite.argmax_before_depth_to_space(model)
-    padding, pixels = rewrite.fold_input_normalisation(model)
+    layout, pixels = rewrite.fold_input_normalisation(model)
     inside = network(model)
-    kept = (padding or first_layers(model)) + last_layers(model)
+    kept = (layout if pixels else first_layers(model)) + last_layers(model)
     post = [n for n in model.graph.node if n.name not in inside]
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -193,7 +193,7 @@ def quantize_with(source: Path, target: Path, images: list[torch.Tensor]) -> dic
     return {"kept_fp32": kept, "post_processing_fp32": sorted({n.op_type for n in post}),
             "rewrites": {"transposed_convolutions_split": split, "argmax_before_depth_to_space": argmax_first,
                          "weight_zero_points_shifted": shifted,
-                         "normalisation_folded": bool(padding), "pixels_at_1_255": exact}}
+                         "normalisation_folded": bool(pixels), "pixels_at_1_255": exact}}
 
 
 def quantize(graph: Graph, source: Path, target: Path, config: dict[str, Any], count: int,

@@ -18,7 +18,10 @@ from typing import Any
 import numpy as np
 
 INT64_MAX = np.iinfo(np.int64).max
-WIDE = 64  # fewer input or output channels than this: the symmetric kernels measured faster
+# a convolution summing fewer terms per output (input channels x kernel taps) ran faster in ONNX
+# Runtime's symmetric kernels: 3x3 over 64 channels (576) 0.21 vs 0.35 ms at 64x64 px, over 128
+# (1152) 0.19 vs 0.22 at 32x32 (docs/export.md)
+DEEP = 1024
 
 
 def _attributes(node: Any) -> dict[str, Any]:
@@ -88,13 +91,14 @@ def split_transposed_convolutions(model: Any) -> int:
     return done
 
 
-def shift_weight_zero_points(model: Any, min_channels: int = WIDE) -> int:
+def shift_weight_zero_points(model: Any, min_depth: int = DEEP) -> int:
     """Give every int8 convolution weight of zero point 0 the zero point -1 (its values one lower:
     the same numbers); returns how many were shifted.
 
     ONNX Runtime runs a QLinearConv whose weights have zero point 0 through its symmetric
     indirect-convolution kernels (AVX512-VNNI at most), and any other through its quantized
-    GEMM, which uses AMX where the CPU has it: several times faster for the same result.
+    GEMM, which uses AMX where the CPU has it: several times faster for the same result on deep
+    sums (``DEEP``), slower on shallow ones.
     """
     from onnx import numpy_helper
 
@@ -107,7 +111,7 @@ def shift_weight_zero_points(model: Any, min_channels: int = WIDE) -> int:
                 or node.input[0] not in inits or node.input[2] not in inits):
             continue
         w, z = (numpy_helper.to_array(inits[name]) for name in node.input[::2])
-        if w.dtype != np.int8 or np.any(z != 0) or w.min() == -128 or min(w.shape[:2]) < min_channels:
+        if w.dtype != np.int8 or np.any(z != 0) or w.min() == -128 or w[0].size < min_depth:
             continue
         inits[node.input[0]].CopyFrom(numpy_helper.from_array((w - 1).astype(np.int8), node.input[0]))
         inits[node.input[2]].CopyFrom(numpy_helper.from_array(np.full_like(z, -1), node.input[2]))
@@ -128,16 +132,46 @@ def _zero_pad(node: Any, weights: dict[str, np.ndarray]) -> bool:
     return not value or (value in weights and not weights[value].any())
 
 
+def _static_size(model: Any, pads: list[int]) -> tuple[int, int] | None:
+    """The padded image's (height, width) when the graph's input has a fixed size."""
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[2:]]
+    if len(dims) != 2 or not all(dims):
+        return None
+    half = len(pads) // 2
+    return dims[0] + pads[0] + pads[half], dims[1] + pads[1] + pads[half + 1]
+
+
+def _pixel_layout(w: np.ndarray, attrs: dict[str, Any], size: tuple[int, int] | None) -> tuple[np.ndarray, int, int]:
+    """(weight, channels added, block) for the convolution that reads the pixels.
+
+    ONNX Runtime's int8 convolution is slow on three input channels (slower than fp32 there). A
+    stride-2 one over a fixed even size becomes a stride-1 one over 2x2 blocks (SpaceToDepth: 12
+    channels, the kernel rounded up to even with zero taps): ResNet's 7x7 stem 0.66 -> 0.37 ms. Any
+    other gets a fourth, zero channel: TinySSD's 3x3 at 256 px 0.97 -> 0.50 ms."""
+    strides = list(attrs.get("strides", [1, 1]))
+    if (strides == [2, 2] and size is not None and not size[0] % 2 and not size[1] % 2
+            and set(attrs.get("dilations", [1, 1])) == {1}):
+        out, c, kh, kw = w.shape
+        padded = np.zeros((out, c, kh + kh % 2, kw + kw % 2), w.dtype)
+        padded[:, :, :kh, :kw] = w
+        blocks = padded.reshape(out, c, (kh + 1) // 2, 2, (kw + 1) // 2, 2).transpose(0, 3, 5, 1, 2, 4)
+        return blocks.reshape(out, 4 * c, (kh + 1) // 2, (kw + 1) // 2), 0, 2
+    extra = -w.shape[1] % 4
+    return np.concatenate([w, np.zeros((w.shape[0], extra, *w.shape[2:]), w.dtype)], 1), extra, 0
+
+
 def fold_input_normalisation(model: Any) -> tuple[list[str], str]:
     """Fold the graph's ``(images - mean) / std`` into the convolution that reads it, so that the
-    convolution reads the [0, 1] pixels themselves; returns the names of the fp32 nodes that now pad
-    the image and the padded pixels' tensor (``[], ""`` when the graph does not start so).
+    convolution reads the [0, 1] pixels themselves; returns the names of the fp32 nodes that now lay
+    out the image and the pixels' tensor the convolution reads (``[], ""`` when the graph does not
+    start so).
 
     8-bit pixels quantized at scale 1/255 lose nothing (``exact_pixel_scale``), where the normalised
     image, one range over three channel ranges, would be rounded. Zero padding of the normalised
     image (the convolution's own, and zero-constant Pad nodes before it, e.g. FCN's to a multiple
     of 32) is padding with ``mean`` in pixels, so the pixels are padded that way ((x - mean),
-    zero-padded, + mean) and the convolution itself pads nothing: the same numbers."""
+    zero-padded, + mean) and the convolution itself pads nothing: the same numbers. The pixels are
+    then laid out for a faster kernel (``_pixel_layout``)."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
@@ -163,28 +197,41 @@ def fold_input_normalisation(model: Any) -> tuple[list[str], str]:
     name = conv.name or conv.output[0]
     pads = list(attrs.get("pads", [0, 0, 0, 0]))
     half = len(pads) // 2
-    graph.initializer.extend([numpy_helper.from_array((w / std).astype(w.dtype), f"{name}.pixel_weight"),
+    weight, extra, block = _pixel_layout((w / std).astype(w.dtype), attrs, None if pads_before else
+                                         _static_size(model, pads))
+    graph.initializer.extend([numpy_helper.from_array(weight, f"{name}.pixel_weight"),
                               numpy_helper.from_array((bias - (w * mean / std).sum((1, 2, 3))).astype(w.dtype),
                                                       f"{name}.pixel_bias"),
-                              numpy_helper.from_array(np.array([0, 0, *pads[:half], 0, 0, *pads[half:]], np.int64),
-                                                      f"{name}.pixel_pads")])
+                              numpy_helper.from_array(np.array([0, 0, *pads[:half], 0, extra, *pads[half:]], np.int64),
+                                                      f"{name}.pixel_pads"),
+                              numpy_helper.from_array(np.concatenate([mean, np.zeros((1, extra, 1, 1), mean.dtype)], 1),
+                                                      f"{name}.pixel_mean")])
+    centred = bool(mean.any())  # else the pixels are the normalised image's numbers before the scaling
+    start = sub.output[0] if centred else sub.input[0]
     if pads_before:  # they pad (x - mean) now; the convolution's own padding follows theirs
-        pads_before[0].input[0] = sub.output[0]
-    shifted = pads_before[-1].output[0] if pads_before else sub.output[0]
-    nodes = [helper.make_node("Pad", [shifted, f"{name}.pixel_pads"], [f"{name}.padded"], name=f"{name}.pad"),
-             helper.make_node("Add", [f"{name}.padded", sub.input[1]], [f"{name}.pixels"], name=f"{name}.unshift")]
-    kept = [sub.name, *(n.name for n in pads_before), *(n.name for n in nodes)]
-    fold = helper.make_node("Conv", [f"{name}.pixels", f"{name}.pixel_weight", f"{name}.pixel_bias"], list(conv.output),
-                            name=name, **{**attrs, "pads": [0] * len(pads)})
-    order = [n for n in graph.node if n is not div]
+        pads_before[0].input[0] = start
+    tensor = pads_before[-1].output[0] if pads_before else start
+    nodes = []
+    for op, needed, inputs, attributes in (("Pad", any(pads) or extra, [f"{name}.pixel_pads"], {}),
+                                           ("Add", centred, [f"{name}.pixel_mean"], {}),
+                                           ("SpaceToDepth", block, [], {"blocksize": block})):
+        if needed:
+            nodes.append(helper.make_node(op, [tensor, *inputs], [f"{name}.{op.lower()}"], name=f"{name}.{op.lower()}",
+                                          **attributes))
+            tensor = nodes[-1].output[0]
+    kept = [*([sub.name] if centred else []), *(n.name for n in pads_before), *(n.name for n in nodes)]
+    fold = helper.make_node("Conv", [tensor, f"{name}.pixel_weight", f"{name}.pixel_bias"], list(conv.output), name=name,
+                            **{**attrs, "pads": [0] * len(pads), "kernel_shape": list(weight.shape[2:]),
+                               **({"strides": [1, 1]} if block else {})})
+    order = [n for n in graph.node if n is not div and (centred or n is not sub)]
     at = order.index(conv)
     order[at:at + 1] = [*nodes, fold]
     del graph.node[:]
     graph.node.extend(order)
     used = {i for n in graph.node for i in n.input}
-    for tensor in [t for t in graph.initializer if t.name not in used]:
-        graph.initializer.remove(tensor)
-    return kept, f"{name}.pixels"
+    for unused in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(unused)
+    return kept, tensor
 
 
 def exact_pixel_scale(model: Any, pixels: str) -> bool:
