@@ -1,6 +1,7 @@
 """The graph rewrites of `--int8` keep the numbers: FCN's upsampling (a ConvTranspose whose kernel
-is twice its stride) becomes a 2x2 Conv, DepthToSpace and a crop, and int8 convolution weights
-move to zero point -1 so that ONNX Runtime picks its GEMM kernels."""
+is twice its stride) becomes a 2x2 Conv, DepthToSpace and a crop, its class ArgMax moves before the
+DepthToSpace, and int8 convolution weights move to zero point -1 so that ONNX Runtime picks its GEMM
+kernels. The image's own rewrites are in test_export_pixels.py."""
 
 from __future__ import annotations
 
@@ -93,98 +94,13 @@ def test_shifted_weight_zero_points_give_the_same_numbers(tmp_path):
     model = small_network(tmp_path)
     x = np.random.default_rng(2).random((1, 3, 8, 8)).astype(np.float32)
     before = run(model, x)
-    assert rewrite.shift_weight_zero_points(model) == 0  # 3 to 8 channels: the symmetric kernels are faster
+    assert rewrite.shift_weight_zero_points(model) == 0  # sums of 27 and 72 terms: the symmetric kernels are faster
     assert rewrite.shift_weight_zero_points(model, min_depth=1) == 2
     zero_points = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name.endswith("zero_point")}
     weights = [z for name, z in zero_points.items() if z.dtype == np.int8]
     assert len(weights) == 2 and all((z == -1).all() for z in weights)
     np.testing.assert_array_equal(run(model, x), before)
     assert rewrite.shift_weight_zero_points(model, min_depth=1) == 0  # already shifted
-
-
-def normalised_conv(pads: list[int], strides: list[int], bias: bool = True, group: int = 1,
-                    pad_first: list[int] | None = None, size: tuple[int, int] | None = None,
-                    mean: tuple[float, ...] = (0.485, 0.456, 0.406)) -> onnx.ModelProto:
-    """images -> (images - mean) / std [-> Pad] -> Conv -> Relu, as cvtool's exports begin (FCN pads
-    to a multiple of 32 first; classifiers have a fixed ``size``)."""
-    gen = np.random.default_rng(3)
-    inits = [numpy_helper.from_array(np.array(mean, np.float32).reshape(1, 3, 1, 1), "mean"),
-             numpy_helper.from_array(np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1), "std"),
-             numpy_helper.from_array(gen.standard_normal((6, 3 // group, 5, 5)).astype(np.float32), "w")]
-    inputs = ["normalised", "w"]
-    if bias:
-        inits.append(numpy_helper.from_array(gen.standard_normal(6).astype(np.float32), "b"))
-        inputs.append("b")
-    nodes = [helper.make_node("Sub", ["images", "mean"], ["shifted"], name="sub"),
-             helper.make_node("Div", ["shifted", "std"], ["normalised" if pad_first is None else "scaled"], name="div")]
-    if pad_first is not None:
-        inits.append(numpy_helper.from_array(np.array([0, 0, *pad_first[:2], 0, 0, *pad_first[2:]], np.int64), "p"))
-        nodes.append(helper.make_node("Pad", ["scaled", "p"], ["normalised"], name="pad_first"))
-    nodes += [helper.make_node("Conv", inputs, ["c"], name="conv", pads=pads, strides=strides, group=group),
-              helper.make_node("Relu", ["c"], ["x"], name="relu")]
-    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, *(size or ("h", "w"))])
-    graph = helper.make_graph(nodes, "g", [images], [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-                              inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
-
-
-def as_image(seen: np.ndarray) -> np.ndarray:
-    """The padded picture in the convolution's input: blocks back to pixels, the zero channel dropped."""
-    if seen.shape[1] == 12:  # SpaceToDepth's order: (row in block, column in block, channel)
-        n, _, h, w = seen.shape
-        return seen.reshape(n, 2, 2, 3, h, w).transpose(0, 3, 4, 1, 5, 2).reshape(n, 3, 2 * h, 2 * w)
-    assert seen.shape[1] == 4 and not seen[:, 3].any()
-    return seen[:, :3]
-
-
-@pytest.mark.parametrize("pads,strides,bias,pad_first,size,layout", [
-    ([2, 2, 2, 2], [1, 1], True, None, None, ["Pad", "Add"]),
-    ([1, 3, 2, 0], [2, 2], False, None, None, ["Pad", "Add"]),  # any size: a fourth, zero channel
-    ([3, 3, 3, 3], [2, 2], True, [0, 0, 5, 7], None, ["Pad", "Add"]),
-    ([3, 3, 3, 3], [2, 2], True, None, (10, 8), ["Pad", "Add", "SpaceToDepth"]),  # ResNet's stem: 2x2 blocks
-    ([3, 2, 3, 3], [2, 2], True, None, (10, 8), ["Pad", "Add"]),  # 9 wide once padded: no blocks
-])
-def test_folding_the_normalisation_into_the_first_convolution_computes_the_same(pads, strides, bias, pad_first, size,
-                                                                                 layout):
-    model = normalised_conv(pads, strides, bias, pad_first=pad_first, size=size)
-    h, w = size or (11, 9)
-    pixels = np.random.default_rng(4).integers(0, 256, (1, 3, h, w)).astype(np.float32) / 255
-    x = {"images": pixels}
-    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
-    kept, reads = rewrite.fold_input_normalisation(model)
-    first = [] if pad_first is None else ["pad_first"]
-    assert [n.op_type for n in model.graph.node] == ["Sub", *(["Pad"] * len(first)), *layout, "Conv", "Relu"]
-    assert kept == ["sub", *first, *(f"conv.{op.lower()}" for op in layout)] and reads == kept[-1]
-    assert {t.name for t in model.graph.initializer} == {"conv.pixel_mean", "mean", "conv.pixel_weight",
-                                                         "conv.pixel_bias", "conv.pixel_pads",
-                                                         *(["p"] if first else [])}  # the old weights and std are gone
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(session.run(None, x)[0], before, rtol=1e-5, atol=1e-5)
-    model.graph.output.append(helper.make_tensor_value_info(reads, TensorProto.FLOAT, None))
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    seen = as_image(session.run([reads], x)[0])  # the convolution reads the pixels, padded with the mean
-    top, left = (pad_first or [0, 0])[:2]
-    np.testing.assert_allclose(seen[:, :, top + pads[0]:top + pads[0] + h, left + pads[1]:left + pads[1] + w], pixels,
-                               atol=1e-7)
-    np.testing.assert_allclose(seen[0, :, 0, 0], [0.485, 0.456, 0.406], atol=1e-7)
-
-
-def test_a_zero_mean_needs_no_shifting():
-    """SSD-style detectors see (x - 0) / (1/255): the pixels are padded with zeros as they are."""
-    model = normalised_conv([1, 1, 1, 1], [1, 1], size=(6, 7), mean=(0.0, 0.0, 0.0))
-    pixels = {"images": np.random.default_rng(5).random((1, 3, 6, 7)).astype(np.float32)}
-    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, pixels)[0]
-    kept, reads = rewrite.fold_input_normalisation(model)
-    assert [n.op_type for n in model.graph.node] == ["Pad", "Conv", "Relu"] and kept == [reads] == ["conv.pad"]
-    assert model.graph.node[0].input[0] == "images"
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(session.run(None, pixels)[0], before, rtol=1e-5, atol=1e-5)
-
-
-def test_a_graph_that_does_not_begin_with_the_normalisation_is_left_alone():
-    grouped = normalised_conv([1, 1, 1, 1], [1, 1], group=3)
-    assert rewrite.fold_input_normalisation(grouped) == ([], "")
-    assert [n.op_type for n in grouped.graph.node] == ["Sub", "Div", "Conv", "Relu"]
 
 
 def phases_to_classes(mode: str = "CRD", crop_axes: tuple[int, ...] = (2, 3)) -> onnx.ModelProto:

@@ -64,19 +64,23 @@ def test_an_int8_classifier_keeps_its_accuracy(trained, tmp_path):
     ops = {n.op_type for n in graph.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Softmax"} <= ops
     # the network in 8 bits but for its last layer: every convolution and residual Add reads
-    # dequantized int8, the first one the [0, 1] pixels themselves at scale 1/255, the
-    # normalisation folded into its weights and the stride-2 stem read in 2x2 blocks
-    # (test_export_rewrite holds both to the numbers)
-    *padding, head = result["int8"]["kept_fp32"]
-    nodes = {n.name: n for n in graph.graph.node}
-    assert [nodes[name].op_type for name in padding] == ["Sub", "Pad", "Add", "SpaceToDepth"] and "Div" not in ops
+    # dequantized int8, the first one the [0, 1] pixels themselves, quantized at 1/255 as they come
+    # in, padded with the mean and read in 2x2 blocks in 8 bits, the normalisation folded into its
+    # weights (test_export_pixels holds each step to the numbers)
+    [head] = result["int8"]["kept_fp32"]
     producer = {out: n for n in graph.graph.node for out in n.output}
-    layers = [n for n in graph.graph.node if n.op_type in ("Conv", "Add") and n.name not in padding]
+    assert "Div" not in ops and "Sub" not in ops
+    layers = [n for n in graph.graph.node if n.op_type in ("Conv", "Add")]
     assert len(layers) == 28 and all(producer[n.input[0]].op_type == "DequantizeLinear" for n in layers)
+    stem = producer[layers[0].input[0]]
+    chain = [producer[stem.input[0]]]
+    while chain[-1].input[0] != "images":
+        chain.append(producer[chain[-1].input[0]])
+    assert [n.op_type for n in chain[::-1]] == ["QuantizeLinear", "Pad", "Max", "SpaceToDepth"]
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in graph.graph.initializer}
-    pixels = next(n for n in graph.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == nodes[padding[-1]].output[0])
-    assert inits[pixels.input[1]] == pytest.approx(1 / 255) and inits[pixels.input[2]] == 0
-    assert result["int8"]["rewrites"]["normalisation_folded"] and result["int8"]["rewrites"]["pixels_at_1_255"]
+    assert inits[chain[-1].input[1]] == pytest.approx(1 / 255) and inits[chain[-1].input[2]] == 0
+    rewrites = result["int8"]["rewrites"]
+    assert rewrites["normalisation_folded"] and rewrites["pixels_at_1_255"] and rewrites["pixels_quantized_first"]
     softmax = next(n for n in graph.graph.node if n.op_type == "Softmax")
     assert producer[softmax.input[0]].name == head and producer[softmax.input[0]].op_type == "Gemm"
     assert result["int8"]["post_processing_fp32"] == ["Softmax"]
@@ -118,11 +122,12 @@ def test_tinyssd_int8_keeps_its_inputs_and_outputs_and_predicts(trained, tmp_pat
     graph = onnx.load(result["model"])
     assert [o.name for o in graph.graph.output] == ["boxes", "scores", "labels"]
     assert "NonMaxSuppression" in {n.op_type for n in graph.graph.node}
-    # the image's padding (one Pad: the mean is 0), the class and box heads of five maps
-    assert len(result["int8"]["kept_fp32"]) == 11
-    # the pixels as they are, widened by a zero channel for the int8 kernel
-    pad = next(n for n in graph.graph.node if "images" in n.input)
-    assert pad.op_type == "Pad" and pad.name in result["int8"]["kept_fp32"]
+    assert len(result["int8"]["kept_fp32"]) == 10  # the class and box heads of five maps
+    # the pixels quantized as they come in (the mean is 0), padded and widened by a zero channel
+    # for the int8 kernel in 8 bits
+    quant = next(n for n in graph.graph.node if "images" in n.input)
+    pad = next(n for n in graph.graph.node if quant.output[0] in n.input)
+    assert quant.op_type == "QuantizeLinear" and pad.op_type == "Pad"
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in graph.graph.initializer}
     assert inits[pad.input[1]].tolist() == [0, 0, 1, 1, 0, 1, 1, 1]
     assert "NonMaxSuppression" in result["int8"]["post_processing_fp32"]

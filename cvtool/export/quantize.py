@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from cvtool import config as cfglib
 from cvtool.errors import InputError
-from cvtool.export import rewrite
+from cvtool.export import pixels, rewrite
 from cvtool.export.graphs import Graph
 from cvtool.resolve import Overrides, split_overrides
 from cvtool.tasks import registry
@@ -176,9 +176,9 @@ def quantize_with(source: Path, target: Path, images: list[torch.Tensor]) -> dic
     model = onnx.load(str(source))
     split = rewrite.split_transposed_convolutions(model)
     argmax_first = rewrite.argmax_before_depth_to_space(model)
-    layout, pixels = rewrite.fold_input_normalisation(model)
+    layout, reads = pixels.fold_input_normalisation(model)
     inside = network(model)
-    kept = (layout if pixels else first_layers(model)) + last_layers(model)
+    kept = (layout if reads else first_layers(model)) + last_layers(model)
     post = [n for n in model.graph.node if n.name not in inside]
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -188,12 +188,15 @@ def quantize_with(source: Path, target: Path, images: list[torch.Tensor]) -> dic
                           calibrate_method=getattr(q.CalibrationMethod, METHOD))
     quantized = onnx.load(str(target))
     shifted = rewrite.shift_weight_zero_points(quantized)
-    exact = bool(pixels) and rewrite.exact_pixel_scale(quantized, pixels)
+    exact = bool(reads) and pixels.exact_pixel_scale(quantized, reads)
+    first = exact and pixels.quantize_first(quantized, layout, reads)
     onnx.save(quantized, str(target))
-    return {"kept_fp32": kept, "post_processing_fp32": sorted({n.op_type for n in post}),
+    return {"kept_fp32": [name for name in kept if not (first and name in layout)],
+            "post_processing_fp32": sorted({n.op_type for n in post}),
             "rewrites": {"transposed_convolutions_split": split, "argmax_before_depth_to_space": argmax_first,
                          "weight_zero_points_shifted": shifted,
-                         "normalisation_folded": bool(pixels), "pixels_at_1_255": exact}}
+                         "normalisation_folded": bool(reads), "pixels_at_1_255": exact,
+                         "pixels_quantized_first": first}}
 
 
 def quantize(graph: Graph, source: Path, target: Path, config: dict[str, Any], count: int,
