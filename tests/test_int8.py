@@ -92,6 +92,7 @@ def test_an_int8_classifier_keeps_its_accuracy(trained, tmp_path):
     assert calibration == {"images": 48, "requested": 48, "method": "MinMax",
                            "source": calibration["source"]} and "48 of 80 training images" in calibration["source"]
     assert meta["metric_parity"] == parity and meta["check"]["gating"] is False
+    assert meta["check"]["tolerance"] == 2e-2  # read at --half's tolerance: INT8's differences show
 
     # the Python side and the CLI read it like any export
     code, text = run("eval", "--checkpoint", model, "--json")
@@ -123,6 +124,7 @@ def test_tinyssd_int8_keeps_its_inputs_and_outputs_and_predicts(trained, tmp_pat
     assert [o.name for o in graph.graph.output] == ["boxes", "scores", "labels"]
     assert "NonMaxSuppression" in {n.op_type for n in graph.graph.node}
     assert len(result["int8"]["kept_fp32"]) == 10  # the class and box heads of five maps
+    assert result["check"]["box_tolerance_px"] == 1.0 and result["check"]["gating"] is False
     # the pixels quantized as they come in (the mean is 0), padded and widened by a zero channel
     # for the int8 kernel in 8 bits
     quant = next(n for n in graph.graph.node if "images" in n.input)

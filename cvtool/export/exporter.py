@@ -231,7 +231,8 @@ def write_checked(graph: graphs.Graph, req: Request, cfg: Any, ckpt: dict[str, A
     if not req.check:
         return None, int8
     batch = 3 if dynamic_batch(graph, req) else 1
-    report = check.verify(graph, runtime.Runner(path, req.format), getattr(cfg.data, "root", None), batch, req.half)
+    loose = req.half or int8 is not None  # INT8 is read at fp16's tolerances, for information
+    report = check.verify(graph, runtime.Runner(path, req.format), getattr(cfg.data, "root", None), batch, loose)
     if int8 is not None:
         report["gating"] = False
     elif not report["ok"]:
@@ -256,5 +257,8 @@ def summary(report: dict[str, Any] | None) -> str:
     if "masks_identical" in report:
         return (f"{head}: argmax masks {'identical' if report['masks_identical'] else 'differ'} "
                 f"({report['pixels_differing']} of {report['pixels']} pixels differ)")
-    return (f"{head}: {report['detections']} detections, {report['unmatched']} unmatched, max |dscore| "
-            f"{report['max_abs_score_diff']:.2e} (tolerance {report['tolerance']:.0e})")
+    gap, unmatched = report["max_abs_score_diff"], report["unmatched"]
+    scores = (f", max |dscore| {gap:.2e}" if gap is not None
+              else f", none with a box within {report['box_tolerance_px']} px" if unmatched else "")
+    return (f"{head}: {report['detections']} detections, {unmatched} unmatched{scores} "
+            f"(tolerance {report['tolerance']:.0e})")
